@@ -855,7 +855,10 @@ func (x *MembersResponse) GetMembers() []*Member {
 }
 
 type PartitionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Report only the replicas hosted by the node that answers, without asking
+	// the other nodes (used between nodes to build the cluster-wide view).
+	LocalOnly     bool `protobuf:"varint,1,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -888,6 +891,13 @@ func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use PartitionsRequest.ProtoReflect.Descriptor instead.
 func (*PartitionsRequest) Descriptor() ([]byte, []int) {
 	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PartitionsRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
 }
 
 type Replica struct {
@@ -1348,8 +1358,10 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\vgossip_addr\x18\x05 \x01(\tR\n" +
 	"gossipAddr\">\n" +
 	"\x0fMembersResponse\x12+\n" +
-	"\amembers\x18\x01 \x03(\v2\x11.ringkv.v1.MemberR\amembers\"\x13\n" +
-	"\x11PartitionsRequest\"Z\n" +
+	"\amembers\x18\x01 \x03(\v2\x11.ringkv.v1.MemberR\amembers\"2\n" +
+	"\x11PartitionsRequest\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\"Z\n" +
 	"\aReplica\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
