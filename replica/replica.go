@@ -1,0 +1,477 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/raftfsm"
+	"github.com/ringkv/ringkv/storage"
+)
+
+// StreamLayer is one partition's share of the node's peer port (see package
+// transport): a listener for inbound Raft connections and a dialer that opens
+// connections to the same partition on other nodes.
+type StreamLayer interface {
+	net.Listener
+	Dial(address string, timeout time.Duration) (net.Conn, error)
+}
+
+// Config configures one partition's replica on this node.
+type Config struct {
+	Partition uint32
+	// NodeID is this node's name; it is the Raft server ID.
+	NodeID string
+	// Store is the node's Pebble store, shared by every replica.
+	Store *storage.Store
+	// Layer carries this partition's Raft RPCs.
+	Layer StreamLayer
+	// SnapshotDir holds this partition's Raft snapshots.
+	SnapshotDir string
+	// AddressOf resolves a node's current peer address (from gossip), so a node
+	// that restarts on another address is still reached. Nil: use the address
+	// recorded in the Raft configuration.
+	AddressOf func(nodeID string) (string, bool)
+	// OnLeaderChange is called (from the replica's own goroutine) whenever this
+	// replica gains or loses leadership.
+	OnLeaderChange func(partition uint32, isLeader bool)
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+	// LogCacheSize is how many recent log entries are kept in memory.
+	LogCacheSize int
+
+	Logger *slog.Logger
+	// RaftLogLevel filters hashicorp/raft's own log lines (it logs every
+	// election of every partition at Info).
+	RaftLogLevel slog.Level
+
+	// For in-process tests: a transport and snapshot store to use instead of
+	// Layer and SnapshotDir.
+	transport raft.Transport
+	snapshots raft.SnapshotStore
+}
+
+// DefaultConfig returns production timings: a failed leader is replaced in a
+// few seconds, and idle groups send few heartbeats.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		MaxAppendEntries:   256,
+		SnapshotInterval:   60 * time.Second,
+		SnapshotThreshold:  16384,
+		TrailingLogs:       10240,
+		LogCacheSize:       512,
+		Logger:             slog.Default(),
+		RaftLogLevel:       slog.LevelWarn,
+	}
+}
+
+// TestConfig returns fast timings for tests.
+func TestConfig() Config {
+	c := DefaultConfig()
+	c.HeartbeatTimeout = 200 * time.Millisecond
+	c.ElectionTimeout = 200 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+	c.SnapshotInterval = 5 * time.Second
+	c.SnapshotThreshold = 1024
+	c.TrailingLogs = 256
+	return c
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("replica: NodeID is empty")
+	case c.Store == nil:
+		return errors.New("replica: Store is nil")
+	case c.Layer == nil && c.transport == nil:
+		return errors.New("replica: Layer is nil")
+	case c.SnapshotDir == "" && c.snapshots == nil:
+		return errors.New("replica: SnapshotDir is empty")
+	case c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0:
+		return errors.New("replica: Raft timeouts must be positive")
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return fmt.Errorf("replica: LeaderLeaseTimeout %v exceeds HeartbeatTimeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.MaxAppendEntries <= 0 || c.MaxAppendEntries > 1024:
+		return fmt.Errorf("replica: MaxAppendEntries %d outside 1..1024", c.MaxAppendEntries)
+	case c.LogCacheSize <= 0:
+		return errors.New("replica: LogCacheSize must be positive")
+	case c.Logger == nil:
+		return errors.New("replica: Logger is nil")
+	}
+	return nil
+}
+
+// Server is one member of a partition's Raft configuration.
+type Server struct {
+	ID    string
+	Addr  string
+	Voter bool
+}
+
+// State is a point-in-time view of the replica.
+type State struct {
+	Partition    uint32
+	Leader       bool
+	LeaderID     string
+	LeaderAddr   string
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	Servers      []Server
+}
+
+// Replica is this node's member of one partition's Raft group.
+type Replica struct {
+	cfg    Config
+	log    *slog.Logger
+	raft   *raft.Raft
+	fsm    *raftfsm.FSM
+	logs   raft.LogStore
+	trans  raft.Transport
+	verify *verifier
+
+	// readyTerm is the term in which this replica, as leader, has applied a
+	// barrier: strong reads are served only while it equals the current term.
+	readyTerm atomic.Uint64
+	readyMu   sync.Mutex
+	readyCh   chan struct{} // closed and replaced whenever readyTerm changes
+
+	notifyCh  chan bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// Open starts the replica: it loads the FSM and Raft state from the store and
+// joins its Raft group (as a follower until an election makes it leader). A
+// replica with no Raft state waits for Bootstrap or for a leader to add it.
+func Open(cfg Config) (*Replica, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("partition", cfg.Partition)
+	fsm, err := raftfsm.New(raftfsm.Config{Partition: cfg.Partition, DB: cfg.Store.DB(), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("replica %d: open state machine: %w", cfg.Partition, err)
+	}
+	hclog := newHCLogger(cfg.Logger, cfg.RaftLogLevel, "partition", cfg.Partition)
+
+	store := cfg.Store.Log(cfg.Partition)
+	logs, err := raft.NewLogCache(cfg.LogCacheSize, store)
+	if err != nil {
+		fsm.Close()
+		return nil, err
+	}
+	snaps := cfg.snapshots
+	if snaps == nil {
+		if err := os.MkdirAll(cfg.SnapshotDir, 0o755); err != nil {
+			fsm.Close()
+			return nil, fmt.Errorf("replica %d: snapshot dir: %w", cfg.Partition, err)
+		}
+		snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.SnapshotDir, 1, hclog)
+		if err != nil {
+			fsm.Close()
+			return nil, fmt.Errorf("replica %d: snapshot store: %w", cfg.Partition, err)
+		}
+	}
+	trans := cfg.transport
+	if trans == nil {
+		tc := &raft.NetworkTransportConfig{
+			Stream:  streamAdapter{cfg.Layer},
+			MaxPool: 4,
+			Timeout: 10 * time.Second,
+			Logger:  hclog,
+		}
+		if cfg.AddressOf != nil {
+			tc.ServerAddressProvider = addressProvider(cfg.AddressOf)
+		}
+		trans = raft.NewNetworkTransportWithConfig(tc)
+	}
+
+	r := &Replica{
+		cfg:      cfg,
+		log:      log,
+		fsm:      fsm,
+		logs:     logs,
+		trans:    trans,
+		readyCh:  make(chan struct{}),
+		notifyCh: make(chan bool, 8),
+		stop:     make(chan struct{}),
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NotifyCh = r.notifyCh
+	rc.Logger = hclog
+	rc.NoLegacyTelemetry = true
+	// The FSM is persistent: Restore of a snapshot no newer than what the FSM
+	// already holds is a cheap no-op (see raftfsm.FSM.Restore), so letting
+	// Raft restore on start costs only a header read.
+	rc.ShutdownOnRemove = false
+
+	ra, err := raft.NewRaft(rc, (*fsmAdapter)(r), logs, store, snaps, trans)
+	if err != nil {
+		fsm.Close()
+		_ = trans.(interface{ Close() error }).Close()
+		return nil, fmt.Errorf("replica %d: start raft: %w", cfg.Partition, err)
+	}
+	r.raft = ra
+	r.verify = newVerifier(ra)
+	r.wg.Add(1)
+	go r.watchLeadership()
+	return r, nil
+}
+
+// Partition returns the partition this replica serves.
+func (r *Replica) Partition() uint32 { return r.cfg.Partition }
+
+// Bootstrap writes the group's first configuration. Every initial member calls
+// it with the same servers. It fails with ErrBootstrapped if the replica
+// already has Raft state.
+func (r *Replica) Bootstrap(servers []Server) error {
+	cfg := raft.Configuration{}
+	for _, s := range servers {
+		suffrage := raft.Voter
+		if !s.Voter {
+			suffrage = raft.Nonvoter
+		}
+		cfg.Servers = append(cfg.Servers, raft.Server{ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Addr), Suffrage: suffrage})
+	}
+	err := r.raft.BootstrapCluster(cfg).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return ErrBootstrapped
+	}
+	return err
+}
+
+// Propose replicates cmds as one Raft entry and returns their results once the
+// entry is committed and applied. index is the entry's Raft index.
+func (r *Replica) Propose(ctx context.Context, cmds []raftfsm.Command) (results []raftfsm.Result, index uint64, err error) {
+	if r.closed.Load() {
+		return nil, 0, ErrClosed
+	}
+	if r.raft.State() != raft.Leader {
+		return nil, 0, r.notLeader()
+	}
+	data := raftfsm.EncodeBatch(nil, cmds)
+	timeout := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := r.raft.Apply(data, timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ctx.Err())
+	}
+	if err != nil {
+		return nil, 0, r.translate(err, true)
+	}
+	res, ok := f.Response().([]raftfsm.Result)
+	if !ok || len(res) != len(cmds) {
+		return nil, 0, fmt.Errorf("replica %d: state machine returned %T for %d commands", r.cfg.Partition, f.Response(), len(cmds))
+	}
+	return res, f.Index(), nil
+}
+
+// Read is the answer to a read and the receipt that comes with it.
+type Read struct {
+	Value        []byte
+	Version      uint64
+	Found        bool
+	AppliedIndex uint64
+	Leader       bool
+}
+
+// ReadStrong returns key's value as of a moment between the call and its
+// return (linearizable). Only the leader serves it, after a ReadIndex round:
+// a barrier applied in its current term, the commit index noted, leadership
+// confirmed by a quorum (one round shared by all reads waiting), and the FSM
+// caught up to the noted index. It never relies on a lease alone.
+func (r *Replica) ReadStrong(ctx context.Context, key []byte) (Read, error) {
+	if r.closed.Load() {
+		return Read{}, ErrClosed
+	}
+	term, err := r.awaitReady(ctx)
+	if err != nil {
+		return Read{}, err
+	}
+	readIndex := r.raft.CommitIndex()
+	if err := r.verify.confirm(ctx); err != nil {
+		return Read{}, r.translate(err, false)
+	}
+	// Leadership confirmed after the commit index was read; make sure both
+	// happened in the term whose barrier we saw.
+	if r.raft.CurrentTerm() != term || r.readyTerm.Load() != term {
+		return Read{}, r.notLeader()
+	}
+	if err := r.waitApplied(ctx, readIndex); err != nil {
+		return Read{}, err
+	}
+	return r.readLocal(key, true)
+}
+
+// ReadEventual answers at once from this replica's local state, leader or not,
+// even when the partition has lost quorum. The receipt shows how current it is.
+func (r *Replica) ReadEventual(key []byte) (Read, error) {
+	if r.closed.Load() {
+		return Read{}, ErrClosed
+	}
+	return r.readLocal(key, r.raft.State() == raft.Leader)
+}
+
+func (r *Replica) readLocal(key []byte, leader bool) (Read, error) {
+	applied := r.fsm.AppliedIndex()
+	v, ver, err := r.fsm.Get(key)
+	switch {
+	case errors.Is(err, raftfsm.ErrNotFound):
+		return Read{AppliedIndex: applied, Leader: leader}, nil
+	case err != nil:
+		return Read{}, fmt.Errorf("replica %d: read: %w", r.cfg.Partition, err)
+	}
+	return Read{Value: v, Version: ver, Found: true, AppliedIndex: applied, Leader: leader}, nil
+}
+
+// LeaderID returns the node name of the leader this replica knows of, or "".
+func (r *Replica) LeaderID() string {
+	_, id := r.raft.LeaderWithID()
+	return string(id)
+}
+
+// IsLeader reports whether this replica currently believes it leads.
+func (r *Replica) IsLeader() bool { return r.raft.State() == raft.Leader }
+
+// AppliedIndex is the index of the last entry applied to the state machine.
+func (r *Replica) AppliedIndex() uint64 { return r.fsm.AppliedIndex() }
+
+// State returns the replica's current view of its group.
+func (r *Replica) State() State {
+	addr, id := r.raft.LeaderWithID()
+	st := State{
+		Partition:    r.cfg.Partition,
+		Leader:       r.raft.State() == raft.Leader,
+		LeaderID:     string(id),
+		LeaderAddr:   string(addr),
+		Term:         r.raft.CurrentTerm(),
+		CommitIndex:  r.raft.CommitIndex(),
+		AppliedIndex: r.fsm.AppliedIndex(),
+	}
+	if f := r.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			st.Servers = append(st.Servers, Server{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter})
+		}
+	}
+	return st
+}
+
+// TransferLeadership asks the leader to hand leadership to the named voter.
+func (r *Replica) TransferLeadership(id, addr string) error {
+	if err := r.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+		return r.translate(err, false)
+	}
+	return nil
+}
+
+// Close stops the replica's Raft group on this node. Its data stays in the
+// store; the partition keeps running on the other replicas.
+func (r *Replica) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		err = r.raft.Shutdown().Error()
+		close(r.stop)
+		r.wg.Wait()
+		if c, ok := r.trans.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+		r.fsm.Close()
+	})
+	return err
+}
+
+// notLeader builds the error for a request this replica cannot serve.
+func (r *Replica) notLeader() error {
+	addr, id := r.raft.LeaderWithID()
+	if string(id) == r.cfg.NodeID {
+		// Raft still names us, but we are not (or no longer) able to serve.
+		id, addr = "", ""
+	}
+	return &NotLeaderError{Partition: r.cfg.Partition, LeaderID: string(id), LeaderAddr: string(addr)}
+}
+
+// translate maps hashicorp/raft errors to this package's. write says whether
+// the error ended a proposal (whose outcome may then be unknown).
+func (r *Replica) translate(err error, write bool) error {
+	switch {
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return r.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		if write {
+			return fmt.Errorf("%w: leadership lost before the entry was known to commit", ErrOutcomeUnknown)
+		}
+		return r.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		if write {
+			return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+		}
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fmt.Errorf("replica %d: %w", r.cfg.Partition, err)
+}
+
+type streamAdapter struct{ StreamLayer }
+
+func (s streamAdapter) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return s.StreamLayer.Dial(string(addr), timeout)
+}
+
+type addressProvider func(string) (string, bool)
+
+func (p addressProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if a, ok := p(string(id)); ok {
+		return raft.ServerAddress(a), nil
+	}
+	return "", fmt.Errorf("replica: no known address for node %q", id)
+}
+
+// snapshotPath is where a partition keeps its snapshots under a node's data dir.
+func SnapshotPath(dataDir string, partition uint32) string {
+	return filepath.Join(dataDir, "snapshots", fmt.Sprintf("p%05d", partition))
+}

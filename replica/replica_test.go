@@ -1,0 +1,389 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/raftfsm"
+	"github.com/ringkv/ringkv/storage"
+)
+
+// group is a partition's Raft group of in-process replicas connected by
+// hashicorp/raft's in-memory transport; each replica has its own in-memory
+// Pebble store. Run inside a synctest bubble, its time is virtual.
+type group struct {
+	t        *testing.T
+	ids      []string
+	reps     map[string]*Replica
+	trans    map[string]*raft.InmemTransport
+	stores   map[string]*storage.Store
+	snaps    map[string]raft.SnapshotStore
+	servers  []Server
+	cfgTweak func(*Config)
+}
+
+func newGroup(t *testing.T, ids ...string) *group {
+	t.Helper()
+	g := &group{t: t, ids: ids, reps: map[string]*Replica{}, trans: map[string]*raft.InmemTransport{},
+		stores: map[string]*storage.Store{}, snaps: map[string]raft.SnapshotStore{}}
+	for _, id := range ids {
+		st, err := storage.Open(storage.TestConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.stores[id] = st
+		g.snaps[id] = raft.NewInmemSnapshotStore()
+		g.servers = append(g.servers, Server{ID: id, Addr: id, Voter: true})
+	}
+	g.newTransports()
+	for _, id := range ids {
+		g.start(id)
+		if err := g.reps[id].Bootstrap(g.servers); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(g.close)
+	return g
+}
+
+// newTransports gives every replica a fresh in-memory transport, all connected
+// (a closed replica closes its transport).
+func (g *group) newTransports() {
+	for _, id := range g.ids {
+		_, tr := raft.NewInmemTransport(raft.ServerAddress(id))
+		g.trans[id] = tr
+	}
+	for _, a := range g.ids {
+		for _, b := range g.ids {
+			if a != b {
+				g.trans[a].Connect(raft.ServerAddress(b), g.trans[b])
+			}
+		}
+	}
+}
+
+func (g *group) start(id string) {
+	g.t.Helper()
+	cfg := TestConfig()
+	cfg.Partition = 7
+	cfg.NodeID = id
+	cfg.Store = g.stores[id]
+	cfg.transport = g.trans[id]
+	cfg.snapshots = g.snaps[id]
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	r, err := Open(cfg)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.reps[id] = r
+}
+
+func (g *group) close() {
+	for _, r := range g.reps {
+		_ = r.Close()
+	}
+	for _, s := range g.stores {
+		_ = s.Close()
+	}
+}
+
+// isolate cuts id off from every other replica, both ways.
+func (g *group) isolate(id string) {
+	g.trans[id].DisconnectAll()
+	for _, other := range g.ids {
+		if other != id {
+			g.trans[other].Disconnect(raft.ServerAddress(id))
+		}
+	}
+}
+
+// heal reconnects id with every other replica.
+func (g *group) heal(id string) {
+	for _, other := range g.ids {
+		if other != id {
+			g.trans[id].Connect(raft.ServerAddress(other), g.trans[other])
+			g.trans[other].Connect(raft.ServerAddress(id), g.trans[id])
+		}
+	}
+}
+
+// leader waits (virtual time) for exactly one replica among ids to lead and
+// be ready for strong reads, and returns it.
+func (g *group) leader(among ...string) *Replica {
+	g.t.Helper()
+	if len(among) == 0 {
+		among = g.ids
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var leaders []*Replica
+		for _, id := range among {
+			if r := g.reps[id]; r.IsLeader() {
+				leaders = append(leaders, r)
+			}
+		}
+		if len(leaders) == 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := leaders[0].awaitReady(ctx)
+			cancel()
+			if err == nil {
+				return leaders[0]
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // virtual time inside the bubble
+	}
+	g.t.Fatalf("no single leader among %v", among)
+	return nil
+}
+
+func put(key, value string, seq uint64) raftfsm.Command {
+	return raftfsm.Command{Kind: raftfsm.KindPut, Key: []byte(key), Value: []byte(value), ClientID: 1, Seq: seq}
+}
+
+func propose(t *testing.T, r *Replica, cmd raftfsm.Command) raftfsm.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, _, err := r.Propose(ctx, []raftfsm.Command{cmd})
+	if err != nil {
+		t.Fatalf("propose on %s: %v", r.cfg.NodeID, err)
+	}
+	return res[0]
+}
+
+func TestElectsOneLeaderAndReplicates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		res := propose(t, l, put("k", "v1", 1))
+		if res.Status != raftfsm.StatusOK || res.Version == 0 {
+			t.Fatalf("put result %+v", res)
+		}
+		rd, err := l.ReadStrong(context.Background(), []byte("k"))
+		if err != nil || !rd.Found || string(rd.Value) != "v1" || rd.Version != res.Version || !rd.Leader {
+			t.Fatalf("strong read on leader: %+v, %v", rd, err)
+		}
+		// Eventual reads on every replica converge to the write.
+		for _, id := range g.ids {
+			r := g.reps[id]
+			if err := r.fsm.WaitApplied(context.Background(), res.Version); err != nil {
+				t.Fatal(err)
+			}
+			rd, err := r.ReadEventual([]byte("k"))
+			if err != nil || string(rd.Value) != "v1" || rd.AppliedIndex < res.Version {
+				t.Fatalf("eventual read on %s: %+v, %v", id, rd, err)
+			}
+			if rd.Leader != (r == l) {
+				t.Fatalf("receipt on %s says leader=%v", id, rd.Leader)
+			}
+		}
+	})
+}
+
+func TestFollowerRefusesWritesAndStrongReads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		for _, id := range g.ids {
+			f := g.reps[id]
+			if f == l {
+				continue
+			}
+			_, _, err := f.Propose(context.Background(), []raftfsm.Command{put("k", "v", 1)})
+			var nl *NotLeaderError
+			if !errors.As(err, &nl) || nl.LeaderID != l.cfg.NodeID {
+				t.Fatalf("propose on follower %s: %v, want NotLeaderError naming %s", id, err, l.cfg.NodeID)
+			}
+			if _, err := f.ReadStrong(context.Background(), []byte("k")); !errors.Is(err, ErrNotLeader) {
+				t.Fatalf("strong read on follower %s: %v", id, err)
+			}
+		}
+	})
+}
+
+// TestStrongReadNeverStale: once a write is acknowledged by a new leader, the
+// deposed leader (cut off, still believing it leads for a moment) must not
+// answer a strong read with the older value.
+func TestStrongReadNeverStale(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		old := g.leader()
+		propose(t, old, put("k", "old", 1))
+		g.isolate(old.cfg.NodeID)
+		var rest []string
+		for _, id := range g.ids {
+			if id != old.cfg.NodeID {
+				rest = append(rest, id)
+			}
+		}
+		nl := g.leader(rest...)
+		res := propose(t, nl, put("k", "new", 2))
+
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		rd, err := old.ReadStrong(ctx, []byte("k"))
+		if err == nil {
+			t.Fatalf("deposed leader served a strong read: %q (version %d); acknowledged version is %d", rd.Value, rd.Version, res.Version)
+		}
+		rd, err = nl.ReadStrong(context.Background(), []byte("k"))
+		if err != nil || string(rd.Value) != "new" {
+			t.Fatalf("new leader strong read: %+v %v", rd, err)
+		}
+		// The old leader's eventual read still answers, and its receipt shows it is behind.
+		ev, err := old.ReadEventual([]byte("k"))
+		if err != nil || ev.AppliedIndex >= res.Version {
+			t.Fatalf("eventual read on cut-off node: %+v %v", ev, err)
+		}
+		// After healing it catches up.
+		g.heal(old.cfg.NodeID)
+		if err := old.fsm.WaitApplied(context.Background(), res.Version); err != nil {
+			t.Fatal(err)
+		}
+		ev, _ = old.ReadEventual([]byte("k"))
+		if string(ev.Value) != "new" {
+			t.Fatalf("healed node reads %q", ev.Value)
+		}
+	})
+}
+
+func TestFailoverKeepsAcknowledgedWrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		for i := range 20 {
+			propose(t, l, put(fmt.Sprintf("k%02d", i), fmt.Sprintf("v%d", i), uint64(i+1)))
+		}
+		dead := l.cfg.NodeID
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		g.isolate(dead)
+		var rest []string
+		for _, id := range g.ids {
+			if id != dead {
+				rest = append(rest, id)
+			}
+		}
+		nl := g.leader(rest...)
+		for i := range 20 {
+			rd, err := nl.ReadStrong(context.Background(), []byte(fmt.Sprintf("k%02d", i)))
+			if err != nil || string(rd.Value) != fmt.Sprintf("v%d", i) {
+				t.Fatalf("after failover k%02d: %+v %v", i, rd, err)
+			}
+		}
+		propose(t, nl, put("after", "x", 100))
+	})
+}
+
+func TestQuorumLossFailsFastButEventualReadsAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		propose(t, l, put("k", "v", 1))
+		for _, id := range g.ids {
+			g.isolate(id)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, _, werr := l.Propose(ctx, []raftfsm.Command{put("k", "w", 2)})
+		if werr == nil {
+			t.Fatal("write succeeded without a quorum")
+		}
+		if _, err := l.ReadStrong(ctx, []byte("k")); err == nil {
+			t.Fatal("strong read succeeded without a quorum")
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("failing took %v, longer than the request deadline", time.Since(start))
+		}
+		for _, id := range g.ids {
+			rd, err := g.reps[id].ReadEventual([]byte("k"))
+			if err != nil {
+				t.Fatalf("eventual read on %s without quorum: %v", id, err)
+			}
+			if rd.Found && !bytes.Equal(rd.Value, []byte("v")) && !bytes.Equal(rd.Value, []byte("w")) {
+				t.Fatalf("eventual read on %s returned a value never written: %q", id, rd.Value)
+			}
+		}
+	})
+}
+
+func TestRetriedWriteAppliesOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		first := propose(t, l, put("k", "v1", 5))
+		again := propose(t, l, put("k", "v1", 5))
+		if again.Version != first.Version {
+			t.Fatalf("retry applied again: first version %d, retry version %d", first.Version, again.Version)
+		}
+	})
+}
+
+func TestRestartResumesFromStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		res := propose(t, l, put("k", "v", 1))
+		for _, id := range g.ids {
+			if err := g.reps[id].Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.newTransports()
+		for _, id := range g.ids {
+			g.start(id)
+			if err := g.reps[id].Bootstrap(g.servers); !errors.Is(err, ErrBootstrapped) {
+				t.Fatalf("second bootstrap on %s: %v, want ErrBootstrapped", id, err)
+			}
+		}
+		l = g.leader()
+		rd, err := l.ReadStrong(context.Background(), []byte("k"))
+		if err != nil || string(rd.Value) != "v" || rd.Version != res.Version {
+			t.Fatalf("after restart: %+v %v", rd, err)
+		}
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := TestConfig()
+	base.NodeID = "a"
+	st, err := storage.Open(storage.TestConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	base.Store = st
+	base.SnapshotDir = t.TempDir()
+	_, tr := raft.NewInmemTransport("a")
+	base.transport = tr
+	cases := []struct {
+		name string
+		mod  func(*Config)
+		ok   bool
+	}{
+		{"valid", func(*Config) {}, true},
+		{"no node id", func(c *Config) { c.NodeID = "" }, false},
+		{"no store", func(c *Config) { c.Store = nil }, false},
+		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout }, false},
+		{"zero max append", func(c *Config) { c.MaxAppendEntries = 0 }, false},
+		{"no logger", func(c *Config) { c.Logger = nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			tc.mod(&c)
+			if err := c.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
