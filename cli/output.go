@@ -1,0 +1,51 @@
+package cli
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"unicode/utf8"
+)
+
+// jsonBytes is a key or value in JSON output: a string when it is valid
+// UTF-8, else the object {"base64": "<standard base64>"}, so that arbitrary
+// bytes survive and text stays readable.
+type jsonBytes []byte
+
+// MarshalJSON implements json.Marshaler.
+func (b jsonBytes) MarshalJSON() ([]byte, error) {
+	if utf8.Valid(b) {
+		return json.Marshal(string(b))
+	}
+	return json.Marshal(map[string]string{"base64": base64.StdEncoding.EncodeToString(b)})
+}
+
+// table writes aligned columns: a header row, then rows.
+func table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	writeRow := func(cells []string) {
+		for i, c := range cells {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, c)
+		}
+		fmt.Fprintln(tw)
+	}
+	writeRow(header)
+	for _, r := range rows {
+		writeRow(r)
+	}
+	return tw.Flush()
+}
+
+// fields writes "name  value" lines, aligned.
+func fields(w io.Writer, kv [][2]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, f := range kv {
+		fmt.Fprintf(tw, "%s\t%s\n", f[0], f[1])
+	}
+	return tw.Flush()
+}
