@@ -1,0 +1,47 @@
+// Package storage is the node's one Pebble store: every partition's Raft log,
+// Raft stable store and FSM data live in it under per-partition prefixes, so
+// that one write-ahead log group-commits the synced writes of all partitions.
+//
+// # Key layout
+//
+// The first byte of a key names its space; other packages rely on this
+// layout through PartitionPrefix, FSMPrefix and PrefixEnd:
+//
+//	0x01 name                          node metadata (GetMeta, SetMeta)
+//	0x02 pid(4, BE) 0x01 index(8, BE)  Raft log entry of partition pid
+//	0x02 pid(4, BE) 0x02 key           Raft stable-store entry of pid
+//	0x02 pid(4, BE) 0x03 ...           FSM data of pid, owned by raftfsm
+//
+// Big-endian integers make byte order numeric order, so a partition's keys
+// are contiguous (PartitionPrefix), partitions sort by id, and a log's
+// entries sort by index.
+//
+// # Guarantee
+//
+// A log entry StoreLogs returned nil for survives a crash (of the process or
+// of the machine), as does every DeleteRange, Set, SetUint64, SetMeta and
+// DeletePartition that returned nil: each is one Pebble batch committed with
+// pebble.Sync, so it is atomic and durable. Concurrent synced commits, of any
+// partition, share WAL syncs; no write is acknowledged before its sync.
+//
+// *LogStore implements raft.LogStore and raft.StableStore. GetLog returns
+// raft.ErrLogNotFound for a missing index; Get and GetUint64 return
+// ErrKeyNotFound, whose message is exactly "not found" as hashicorp/raft
+// expects. FirstIndex and LastIndex are served from memory and never name an
+// entry that is not yet readable or already deleted: the cached bounds grow
+// after a write commits and shrink before a deletion does. The log may have
+// gaps (raft leaves one after restoring a snapshot); the bounds are the true
+// first and last stored entries all the same. A damaged entry yields an
+// error wrapping ErrCorruptLog, never a panic.
+//
+// # Caller duties
+//
+//   - Open one Store per node directory and Close it last, after every Raft
+//     group is shut down and every iterator, batch or snapshot taken from DB
+//     is closed. Operations after Close return ErrClosed.
+//   - Write through DB only under FSMPrefix of your own partition; the log
+//     and stable keys belong to this package.
+//   - FSM batches may skip the sync only if they carry their applied index,
+//     because the synced log can replay them after a crash (DESIGN.md 3).
+//   - Stop a partition's Raft group before DeletePartition.
+package storage
