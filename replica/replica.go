@@ -297,6 +297,9 @@ func (r *Replica) Propose(ctx context.Context, cmds []raftfsm.Command) (results 
 	case <-ctx.Done():
 		return nil, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ctx.Err())
 	}
+	if errors.Is(err, raft.ErrRaftShutdown) {
+		return nil, 0, fmt.Errorf("%w: replica shut down while the write was in flight", ErrOutcomeUnknown)
+	}
 	if err != nil {
 		return nil, 0, r.translate(err, true)
 	}

@@ -1,0 +1,244 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+
+	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
+	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
+	"github.com/ringkv/ringkv/raftfsm"
+	"github.com/ringkv/ringkv/replica"
+)
+
+// kvService implements the KV API: it validates, routes each request to the
+// partition's replica here or forwards it once to the partition's leader.
+type kvService struct{ n *Node }
+
+var _ ringkvv1connect.KVHandler = kvService{}
+
+// Consistency names accepted on the wire.
+const (
+	consistencyStrong   = "strong"
+	consistencyEventual = "eventual"
+)
+
+func (s kvService) Get(ctx context.Context, req *connect.Request[ringkvv1.GetRequest]) (*connect.Response[ringkvv1.GetResponse], error) {
+	n := s.n
+	m := req.Msg
+	if err := n.checkKey(m.Key); err != nil {
+		return nil, err
+	}
+	strong := true
+	switch m.Consistency {
+	case "", consistencyStrong:
+	case consistencyEventual:
+		strong = false
+	default:
+		return nil, invalidArg("unknown consistency %q: use %q or %q", m.Consistency, consistencyStrong, consistencyEventual)
+	}
+	pid := uint32(n.ring.Of(m.Key))
+	var resp *connect.Response[ringkvv1.GetResponse]
+	err := n.withRetry(ctx, func(ctx context.Context) error {
+		r := n.replica(pid)
+		if r == nil || (strong && !r.IsLeader()) {
+			out, err := forward(ctx, n, req, pid, !strong, false, func(c ringkvv1connect.KVClient, ctx context.Context, req *connect.Request[ringkvv1.GetRequest]) (*connect.Response[ringkvv1.GetResponse], error) {
+				return c.Get(ctx, req)
+			})
+			resp = out
+			return err
+		}
+		var rd replica.Read
+		var err error
+		if strong {
+			rd, err = r.ReadStrong(ctx, m.Key)
+		} else {
+			rd, err = r.ReadEventual(m.Key)
+		}
+		if err != nil {
+			return err
+		}
+		if !rd.Found {
+			return errNotFound
+		}
+		resp = connect.NewResponse(&ringkvv1.GetResponse{
+			Key: m.Key, Value: rd.Value, Version: rd.Version,
+			Receipt: &ringkvv1.ReadReceipt{ServedBy: n.cfg.Name, AppliedIndex: rd.AppliedIndex, Leader: rd.Leader, Partition: pid},
+		})
+		return nil
+	})
+	return resp, n.apiError(err)
+}
+
+func (s kvService) Put(ctx context.Context, req *connect.Request[ringkvv1.PutRequest]) (*connect.Response[ringkvv1.PutResponse], error) {
+	m := req.Msg
+	if err := s.n.checkKey(m.Key); err != nil {
+		return nil, err
+	}
+	if err := s.n.checkValue(m.Value); err != nil {
+		return nil, err
+	}
+	cmd := raftfsm.Command{Kind: raftfsm.KindPut, Key: m.Key, Value: m.Value}
+	setRequestID(&cmd, m.RequestId)
+	res, resp, err := proposeOrForward(ctx, s.n, req, cmd, func(c ringkvv1connect.KVClient, ctx context.Context, req *connect.Request[ringkvv1.PutRequest]) (*connect.Response[ringkvv1.PutResponse], error) {
+		return c.Put(ctx, req)
+	})
+	if err != nil || resp != nil {
+		return resp, err
+	}
+	return connect.NewResponse(&ringkvv1.PutResponse{Version: res.Version}), nil
+}
+
+func (s kvService) Delete(ctx context.Context, req *connect.Request[ringkvv1.DeleteRequest]) (*connect.Response[ringkvv1.DeleteResponse], error) {
+	m := req.Msg
+	if err := s.n.checkKey(m.Key); err != nil {
+		return nil, err
+	}
+	cmd := raftfsm.Command{Kind: raftfsm.KindDelete, Key: m.Key}
+	setRequestID(&cmd, m.RequestId)
+	res, resp, err := proposeOrForward(ctx, s.n, req, cmd, func(c ringkvv1connect.KVClient, ctx context.Context, req *connect.Request[ringkvv1.DeleteRequest]) (*connect.Response[ringkvv1.DeleteResponse], error) {
+		return c.Delete(ctx, req)
+	})
+	if err != nil || resp != nil {
+		return resp, err
+	}
+	return connect.NewResponse(&ringkvv1.DeleteResponse{Deleted: res.Status == raftfsm.StatusOK, Index: res.Version}), nil
+}
+
+func (s kvService) CompareAndSwap(ctx context.Context, req *connect.Request[ringkvv1.CompareAndSwapRequest]) (*connect.Response[ringkvv1.CompareAndSwapResponse], error) {
+	m := req.Msg
+	if err := s.n.checkKey(m.Key); err != nil {
+		return nil, err
+	}
+	if err := s.n.checkValue(m.NewValue); err != nil {
+		return nil, err
+	}
+	cmd := raftfsm.Command{Kind: raftfsm.KindCAS, Key: m.Key, Value: m.NewValue}
+	switch e := m.Expect.(type) {
+	case *ringkvv1.CompareAndSwapRequest_ExpectedValue:
+		if err := s.n.checkValue(e.ExpectedValue); err != nil {
+			return nil, err
+		}
+		cmd.Expect, cmd.ExpectedValue = raftfsm.ExpectValue, e.ExpectedValue
+	case *ringkvv1.CompareAndSwapRequest_ExpectedVersion:
+		cmd.Expect, cmd.ExpectedVersion = raftfsm.ExpectVersion, e.ExpectedVersion
+	case *ringkvv1.CompareAndSwapRequest_ExpectAbsent:
+		if !e.ExpectAbsent {
+			return nil, invalidArg("expect_absent must be true when set")
+		}
+		cmd.Expect = raftfsm.ExpectAbsent
+	default:
+		return nil, invalidArg("compare-and-swap needs one of expected_value, expected_version or expect_absent")
+	}
+	setRequestID(&cmd, m.RequestId)
+	res, resp, err := proposeOrForward(ctx, s.n, req, cmd, func(c ringkvv1connect.KVClient, ctx context.Context, req *connect.Request[ringkvv1.CompareAndSwapRequest]) (*connect.Response[ringkvv1.CompareAndSwapResponse], error) {
+		return c.CompareAndSwap(ctx, req)
+	})
+	if err != nil || resp != nil {
+		return resp, err
+	}
+	out := &ringkvv1.CompareAndSwapResponse{Succeeded: res.Status == raftfsm.StatusOK}
+	if out.Succeeded {
+		out.Version = res.Version
+	} else {
+		out.CurrentExists, out.CurrentValue, out.CurrentVersion = res.Exists, res.Value, res.Version
+	}
+	return connect.NewResponse(out), nil
+}
+
+func setRequestID(cmd *raftfsm.Command, id *ringkvv1.RequestID) {
+	if id == nil {
+		return
+	}
+	cmd.ClientID, cmd.Seq, cmd.AckBelow = id.ClientId, id.Seq, id.AckBelow
+}
+
+// proposeOrForward proposes cmd on the local leader of the key's partition,
+// or forwards the request to the leader. Exactly one of res (local) or resp
+// (forwarded) is set on success.
+func proposeOrForward[Req, Resp any](ctx context.Context, n *Node, req *connect.Request[Req], cmd raftfsm.Command,
+	call func(ringkvv1connect.KVClient, context.Context, *connect.Request[Req]) (*connect.Response[Resp], error),
+) (raftfsm.Result, *connect.Response[Resp], error) {
+	if id := any(req.Msg).(interface{ GetRequestId() *ringkvv1.RequestID }).GetRequestId(); id != nil {
+		if id.ClientId == 0 || id.Seq == 0 {
+			return raftfsm.Result{}, nil, invalidArg("request_id needs a non-zero client_id and seq")
+		}
+	}
+	pid := uint32(n.ring.Of(cmd.Key))
+	var res raftfsm.Result
+	var resp *connect.Response[Resp]
+	err := n.withRetry(ctx, func(ctx context.Context) error {
+		r := n.replica(pid)
+		if r == nil || !r.IsLeader() {
+			out, err := forward(ctx, n, req, pid, false, true, call)
+			resp = out
+			return err
+		}
+		results, _, err := r.Propose(ctx, []raftfsm.Command{cmd})
+		if err != nil {
+			return err
+		}
+		res = results[0]
+		return nil
+	})
+	if err != nil {
+		return res, nil, n.apiError(err)
+	}
+	if resp == nil {
+		switch res.Status {
+		case raftfsm.StatusOK, raftfsm.StatusNotFound, raftfsm.StatusCompareFailed:
+		case raftfsm.StatusStaleRequest:
+			return res, nil, connect.NewError(connect.CodeAborted, errors.New("request id is below the client's acknowledged window: a late duplicate of an answered request"))
+		default:
+			return res, nil, connect.NewError(connect.CodeInternal, fmt.Errorf("state machine rejected the command: %s", res.Err))
+		}
+	}
+	return res, resp, nil
+}
+
+// withRetry runs attempt until it succeeds, fails for good, or the request
+// timeout ends. Only "no leader yet" and "not leader" are retried here: an
+// election or a stale leader hint passes within a few heartbeats.
+func (n *Node) withRetry(ctx context.Context, attempt func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	defer cancel()
+	wait := 10 * time.Millisecond
+	for {
+		err := attempt(ctx)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-n.stop:
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 200*time.Millisecond)
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrNoLeader) || errors.Is(err, errNoRoute)
+}
+
+func (n *Node) checkKey(key []byte) error {
+	switch {
+	case len(key) == 0:
+		return invalidArg("key is empty")
+	case len(key) > n.cfg.MaxKeySize:
+		return invalidArg("key is %d bytes; the limit is %d bytes", len(key), n.cfg.MaxKeySize)
+	}
+	return nil
+}
+
+func (n *Node) checkValue(v []byte) error {
+	if len(v) > n.cfg.MaxValueSize {
+		return invalidArg("value is %d bytes; the limit is %d bytes", len(v), n.cfg.MaxValueSize)
+	}
+	return nil
+}

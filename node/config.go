@@ -1,0 +1,170 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/ringkv/ringkv/partition"
+)
+
+// Config is everything a kvd process needs. Flags map onto it one to one (see
+// ParseFlags); tests build it directly from TestConfig.
+type Config struct {
+	Name    string // node name; unique in the cluster; the Raft server id
+	DataDir string
+
+	ClientAddr string // host:port of the API (Connect, gRPC, JSON), /metrics, /healthz, /readyz
+	PeerAddr   string // host:port of the Raft port shared by every partition
+	GossipAddr string // host:port of memberlist (TCP and UDP)
+	// AdvertiseHost replaces the host of the three addresses in what other
+	// nodes and clients are told (for containers and 0.0.0.0 binds).
+	AdvertiseHost string
+
+	Join            []string // gossip addresses of existing members
+	BootstrapExpect int      // form a new cluster once this many nodes have met; 0 = join one
+	Partitions      int      // P, fixed when the cluster is created
+	Replicas        int      // R, copies of every partition
+	DeadTimeout     time.Duration
+
+	MaxKeySize     int
+	MaxValueSize   int
+	RequestTimeout time.Duration // server-side bound on one request, retries and forwarding included
+	// LeaderBalanceInterval is how often this node checks that it does not
+	// lead more than its share of partitions; 0 disables balancing.
+	LeaderBalanceInterval time.Duration
+
+	// Raft timings (see replica.Config).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+
+	// Gossip timings (see membership.Config); zero keeps its defaults.
+	GossipProbeInterval time.Duration
+	GossipProbeTimeout  time.Duration
+	GossipSuspicionMult int
+
+	Logger       *slog.Logger
+	RaftLogLevel slog.Level
+}
+
+// Limits that Validate enforces on the configuration itself.
+const (
+	MaxKeySizeLimit   = 64 << 10
+	MaxValueSizeLimit = 64 << 20
+)
+
+// DefaultConfig returns the documented defaults (DESIGN.md section 5).
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Name:                  host,
+		DataDir:               "./data",
+		ClientAddr:            "127.0.0.1:7101",
+		PeerAddr:              "127.0.0.1:7201",
+		GossipAddr:            "127.0.0.1:7301",
+		Partitions:            64,
+		Replicas:              3,
+		DeadTimeout:           60 * time.Second,
+		MaxKeySize:            4 << 10,
+		MaxValueSize:          1 << 20,
+		RequestTimeout:        5 * time.Second,
+		LeaderBalanceInterval: 5 * time.Second,
+		HeartbeatTimeout:      1000 * time.Millisecond,
+		ElectionTimeout:       1000 * time.Millisecond,
+		LeaderLeaseTimeout:    500 * time.Millisecond,
+		CommitTimeout:         50 * time.Millisecond,
+		Logger:                slog.Default(),
+		RaftLogLevel:          slog.LevelWarn,
+	}
+}
+
+// TestConfig returns a fast configuration for in-process tests: loopback
+// ports chosen by the kernel, few partitions, short timeouts.
+func TestConfig(name, dataDir string) Config {
+	c := DefaultConfig()
+	c.Name = name
+	c.DataDir = dataDir
+	c.ClientAddr = "127.0.0.1:0"
+	c.PeerAddr = "127.0.0.1:0"
+	c.GossipAddr = "127.0.0.1:0"
+	c.Partitions = 8
+	c.DeadTimeout = 5 * time.Second
+	c.RequestTimeout = 3 * time.Second
+	c.LeaderBalanceInterval = time.Second
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+	c.GossipProbeInterval = 200 * time.Millisecond
+	c.GossipProbeTimeout = 100 * time.Millisecond
+	c.GossipSuspicionMult = 2
+	return c
+}
+
+// Validate reports the first problem with c, in words an operator can act on.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Name == "" {
+		bad("--name is empty")
+	}
+	if c.DataDir == "" {
+		bad("--data-dir is empty")
+	}
+	for flag, a := range map[string]string{"--client-addr": c.ClientAddr, "--peer-addr": c.PeerAddr, "--gossip-addr": c.GossipAddr} {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			bad("%s %q: want host:port (%v)", flag, a, err)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			bad("%s %q: bad port", flag, a)
+		}
+	}
+	if c.Partitions < 1 || c.Partitions > partition.MaxPartitions {
+		bad("--partitions %d: must be between 1 and %d", c.Partitions, partition.MaxPartitions)
+	}
+	if c.Replicas < 1 || c.Replicas > 7 {
+		bad("--replicas %d: must be between 1 and 7", c.Replicas)
+	}
+	if c.BootstrapExpect < 0 {
+		bad("--bootstrap-expect %d: must not be negative", c.BootstrapExpect)
+	}
+	if c.BootstrapExpect == 0 && len(c.Join) == 0 {
+		bad("neither --bootstrap-expect (to form a new cluster) nor --join (to join one) is set")
+	}
+	if c.DeadTimeout <= 0 {
+		bad("--dead-timeout must be positive")
+	}
+	if c.MaxKeySize < 1 || c.MaxKeySize > MaxKeySizeLimit {
+		bad("--max-key-size %d: must be between 1 and %d", c.MaxKeySize, MaxKeySizeLimit)
+	}
+	if c.MaxValueSize < 0 || c.MaxValueSize > MaxValueSizeLimit {
+		bad("--max-value-size %d: must be between 0 and %d", c.MaxValueSize, MaxValueSizeLimit)
+	}
+	if c.RequestTimeout <= 0 {
+		bad("--request-timeout must be positive")
+	}
+	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0 {
+		bad("Raft timeouts must be positive")
+	}
+	if c.Logger == nil {
+		bad("Logger is nil")
+	}
+	return errors.Join(errs...)
+}
+
+// advertised returns addr with its host replaced by AdvertiseHost, if set.
+func (c Config) advertised(addr string) string {
+	if c.AdvertiseHost == "" {
+		return addr
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(c.AdvertiseHost, port)
+}

@@ -1,0 +1,80 @@
+package node
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// ParseFlags turns kvd's command line into a Config. The Logger is built from
+// --log-level and --log-format and writes to logOut.
+func ParseFlags(args []string, logOut, usageOut io.Writer) (Config, error) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("kvd", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	fs.Usage = func() {
+		fmt.Fprintf(usageOut, "kvd: one RingKV node.\n\nUsage:\n  kvd --name n1 --bootstrap-expect 3 --join 127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303 [flags]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var join, logLevel, logFormat, raftLogLevel string
+	fs.StringVar(&c.Name, "name", c.Name, "node name, unique in the cluster")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for this node's data (Pebble store, snapshots)")
+	fs.StringVar(&c.ClientAddr, "client-addr", c.ClientAddr, "host:port serving the API (Connect, gRPC, JSON), /metrics, /healthz, /readyz")
+	fs.StringVar(&c.PeerAddr, "peer-addr", c.PeerAddr, "host:port for Raft traffic of every partition")
+	fs.StringVar(&c.GossipAddr, "gossip-addr", c.GossipAddr, "host:port for gossip (TCP and UDP)")
+	fs.StringVar(&c.AdvertiseHost, "advertise-host", "", "host other nodes and clients should use to reach this node (for containers)")
+	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of nodes to join")
+	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes have met (0: join an existing cluster)")
+	fs.IntVar(&c.Partitions, "partitions", c.Partitions, "number of partitions P, fixed when the cluster is created")
+	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "replicas R of every partition")
+	fs.DurationVar(&c.DeadTimeout, "dead-timeout", c.DeadTimeout, "how long a node must be dead before its replicas are replaced")
+	fs.IntVar(&c.MaxKeySize, "max-key-size", c.MaxKeySize, "largest key accepted, in bytes")
+	fs.IntVar(&c.MaxValueSize, "max-value-size", c.MaxValueSize, "largest value accepted, in bytes")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "server-side bound on one request (forwarding and waiting for a leader included)")
+	fs.DurationVar(&c.LeaderBalanceInterval, "leader-balance-interval", c.LeaderBalanceInterval, "how often to even out partition leaders across nodes (0 disables)")
+	fs.DurationVar(&c.HeartbeatTimeout, "raft-heartbeat-timeout", c.HeartbeatTimeout, "Raft heartbeat timeout")
+	fs.DurationVar(&c.ElectionTimeout, "raft-election-timeout", c.ElectionTimeout, "Raft election timeout")
+	fs.DurationVar(&c.LeaderLeaseTimeout, "raft-leader-lease-timeout", c.LeaderLeaseTimeout, "Raft leader lease timeout (a leader that cannot reach a quorum for this long steps down)")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&raftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log lines: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	for _, j := range strings.Split(join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			c.Join = append(c.Join, j)
+		}
+	}
+	lvl, err := parseLevel(logLevel)
+	if err != nil {
+		return Config{}, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.RaftLogLevel, err = parseLevel(raftLogLevel); err != nil {
+		return Config{}, fmt.Errorf("--raft-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch logFormat {
+	case "text":
+		c.Logger = slog.New(slog.NewTextHandler(logOut, opts))
+	case "json":
+		c.Logger = slog.New(slog.NewJSONHandler(logOut, opts))
+	default:
+		return Config{}, fmt.Errorf("--log-format %q: use text or json", logFormat)
+	}
+	c.Logger = c.Logger.With("node", c.Name)
+	return c, c.Validate()
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}

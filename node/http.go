@@ -1,0 +1,64 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
+)
+
+// newHTTPServer builds the client port: the KV and Cluster services over
+// Connect, gRPC and JSON on one listener (HTTP/1.1 and cleartext HTTP/2),
+// plus /metrics, /healthz and /readyz.
+func newHTTPServer(n *Node) *http.Server {
+	// Leave room above the value limit so an oversized value reaches our own
+	// check, which names the limit, rather than the transport's.
+	readMax := int64(n.cfg.MaxValueSize)*2 + int64(n.cfg.MaxKeySize) + 64<<10
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(readMax)), connect.WithInterceptors(n.metrics.interceptor())}
+	mux := http.NewServeMux()
+	mux.Handle(ringkvv1connect.NewKVHandler(kvService{n}, opts...))
+	mux.Handle(ringkvv1connect.NewClusterHandler(clusterService{n}, opts...))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return srv
+}
+
+// ready reports why the node cannot serve its share yet: not bootstrapped, or
+// a hosted partition without a known leader.
+func (n *Node) ready() error {
+	if !n.bootstrapped.Load() {
+		return errors.New("cluster not formed yet (waiting for --bootstrap-expect nodes or for --join)")
+	}
+	missing := 0
+	for _, r := range n.localReplicas() {
+		if r.LeaderID() == "" {
+			missing++
+		}
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d hosted partitions have no leader", missing)
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package node
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus series, in its own registry.
+type metrics struct {
+	n                                    *Node
+	requests                             *prometheus.CounterVec
+	latency                              *prometheus.HistogramVec
+	forwarded                            prometheus.Counter
+	leaderDesc, appliedDesc, membersDesc *prometheus.Desc
+}
+
+func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		n: n,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ringkv_requests_total", Help: "API requests by procedure and result code.",
+		}, []string{"procedure", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ringkv_request_duration_seconds", Help: "API request latency by procedure.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"procedure"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringkv_forwarded_requests_total", Help: "Requests this node forwarded to a partition leader or replica.",
+		}),
+		leaderDesc:  prometheus.NewDesc("ringkv_partition_leader", "1 if this node leads the partition, else 0.", []string{"partition"}, nil),
+		appliedDesc: prometheus.NewDesc("ringkv_partition_applied_index", "Raft index applied to the partition's state machine on this node.", []string{"partition"}, nil),
+		membersDesc: prometheus.NewDesc("ringkv_members", "Cluster members by gossip status, as this node sees them.", []string{"status"}, nil),
+	}
+	reg.MustRegister(m.requests, m.latency, m.forwarded, m,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Describe and Collect make per-partition gauges that are read at scrape
+// time, so they never go stale when replicas come and go.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.leaderDesc
+	ch <- m.appliedDesc
+	ch <- m.membersDesc
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range m.n.localReplicas() {
+		pid := strconv.FormatUint(uint64(r.Partition()), 10)
+		lead := 0.0
+		if r.IsLeader() {
+			lead = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.leaderDesc, prometheus.GaugeValue, lead, pid)
+		ch <- prometheus.MustNewConstMetric(m.appliedDesc, prometheus.GaugeValue, float64(r.AppliedIndex()), pid)
+	}
+	if m.n.gossip == nil {
+		return
+	}
+	counts := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+	for _, mem := range m.n.gossip.Members() {
+		counts[string(mem.Status)]++
+	}
+	for s, c := range counts {
+		ch <- prometheus.MustNewConstMetric(m.membersDesc, prometheus.GaugeValue, c, s)
+	}
+}
+
+// interceptor counts and times every API call.
+func (m *metrics) interceptor() connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			start := time.Now()
+			resp, err := next(ctx, req)
+			proc := req.Spec().Procedure
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+			}
+			m.requests.WithLabelValues(proc, code).Inc()
+			m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
+			return resp, err
+		}
+	})
+}

@@ -1,0 +1,426 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/membership"
+	"github.com/ringkv/ringkv/partition"
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/storage"
+	"github.com/ringkv/ringkv/transport"
+)
+
+// Node is one running kvd: its store, its replicas, its three ports and the
+// controllers that keep it in shape.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	store *storage.Store
+	ring  partition.Ring
+	id    identity
+
+	clientLn net.Listener
+	peerLn   net.Listener
+	mux      *transport.Mux
+	gossip   *membership.Gossip
+	httpSrv  *http.Server
+	fwd      *forwarder
+	reg      *prometheus.Registry
+	metrics  *metrics
+
+	mu       sync.RWMutex
+	replicas map[uint32]*replica.Replica
+
+	leadMu      sync.Mutex
+	leading     []byte // bitmap of partitions this node leads
+	leadChanged chan struct{}
+
+	bootstrapped atomic.Bool
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	stopOnce     sync.Once
+}
+
+// New opens the node's store and binds its ports, checking that the data
+// directory belongs to this configuration. Nothing is served until Start.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		replicas:    make(map[uint32]*replica.Replica),
+		leadChanged: make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+	}
+	sc := storage.DefaultConfig()
+	sc.Dir = filepath.Join(cfg.DataDir, "db")
+	sc.Logger = cfg.Logger.With("component", "pebble")
+	store, err := storage.Open(sc)
+	if err != nil {
+		return nil, fmt.Errorf("open data dir %s: %w", cfg.DataDir, err)
+	}
+	n.store = store
+	fail := func(err error) (*Node, error) {
+		n.closeListeners()
+		_ = store.Close()
+		return nil, err
+	}
+	if n.id, err = loadIdentity(store, cfg); err != nil {
+		return fail(err)
+	}
+	if n.ring, err = partition.NewRing(n.id.Partitions); err != nil {
+		return fail(err)
+	}
+	n.leading = make([]byte, (n.id.Partitions+7)/8)
+	if n.clientLn, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+		return fail(fmt.Errorf("--client-addr %s: %w", cfg.ClientAddr, err))
+	}
+	if n.peerLn, err = net.Listen("tcp", cfg.PeerAddr); err != nil {
+		return fail(fmt.Errorf("--peer-addr %s: %w", cfg.PeerAddr, err))
+	}
+	tc := transport.DefaultConfig()
+	tc.ClusterID = n.id.ClusterID
+	tc.AdvertiseAddr = n.PeerAddr()
+	tc.Logger = cfg.Logger.With("component", "transport")
+	if n.mux, err = transport.NewMux(n.peerLn, tc); err != nil {
+		return fail(err)
+	}
+	n.reg = prometheus.NewRegistry()
+	n.metrics = newMetrics(n, n.reg)
+	n.fwd = newForwarder()
+	return n, nil
+}
+
+// ClientAddr is the advertised address of the client API.
+func (n *Node) ClientAddr() string { return n.cfg.advertised(n.clientLn.Addr().String()) }
+
+// PeerAddr is the advertised address of the Raft port.
+func (n *Node) PeerAddr() string { return n.cfg.advertised(n.peerLn.Addr().String()) }
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Start serves the ports, opens the replicas found in the store, joins the
+// cluster and, for a new cluster, bootstraps it once enough nodes have met.
+func (n *Node) Start() error {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.mux.Serve(); err != nil {
+			n.log.Error("peer port stopped", "error", err)
+		}
+	}()
+	n.httpSrv = newHTTPServer(n)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.httpSrv.Serve(n.clientLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("client port stopped", "error", err)
+		}
+	}()
+	if err := n.startGossip(); err != nil {
+		return err
+	}
+	if n.id.Bootstrapped {
+		if err := n.openExistingReplicas(); err != nil {
+			return err
+		}
+		n.bootstrapped.Store(true)
+	}
+	n.wg.Add(3)
+	go n.joinLoop()
+	go n.publishLeadership()
+	go n.balanceLeaders()
+	if !n.id.Bootstrapped {
+		n.wg.Add(1)
+		go n.bootstrapWhenReady()
+	}
+	n.log.Info("node started", "client", n.ClientAddr(), "peer", n.PeerAddr(), "gossip", n.gossip.Local().Addr,
+		"partitions", n.id.Partitions, "replicas", n.id.Replicas, "cluster", n.id.ClusterID)
+	return nil
+}
+
+// Run starts the node and stops it when ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(); err != nil {
+		n.Stop()
+		return err
+	}
+	<-ctx.Done()
+	n.log.Info("stopping")
+	n.Stop()
+	return nil
+}
+
+// Stop shuts everything down: client port first (no new requests), then the
+// replicas, gossip (leaving gracefully) and the store.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		close(n.stop)
+		if n.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.httpSrv.Shutdown(ctx)
+			cancel()
+		}
+		n.mu.Lock()
+		reps := n.replicas
+		n.replicas = map[uint32]*replica.Replica{}
+		n.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, r := range reps {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = r.Close() }()
+		}
+		wg.Wait()
+		if n.gossip != nil {
+			_ = n.gossip.Leave(time.Second)
+			_ = n.gossip.Shutdown()
+		}
+		_ = n.mux.Close()
+		n.closeListeners()
+		n.wg.Wait()
+		n.fwd.close()
+		if err := n.store.Close(); err != nil {
+			n.log.Warn("closing store", "error", err)
+		}
+		n.log.Info("stopped")
+	})
+}
+
+func (n *Node) closeListeners() {
+	for _, ln := range []net.Listener{n.clientLn, n.peerLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+func (n *Node) startGossip() error {
+	host, portStr, _ := net.SplitHostPort(n.cfg.GossipAddr)
+	port, _ := strconv.Atoi(portStr)
+	gc := membership.DefaultConfig()
+	gc.Name = n.cfg.Name
+	gc.BindAddr = host
+	gc.BindPort = port
+	if n.cfg.AdvertiseHost != "" {
+		gc.AdvertiseAddr = n.cfg.AdvertiseHost
+		gc.AdvertisePort = port
+	}
+	if n.cfg.GossipProbeInterval > 0 {
+		gc.ProbeInterval = n.cfg.GossipProbeInterval
+	}
+	if n.cfg.GossipProbeTimeout > 0 {
+		gc.ProbeTimeout = n.cfg.GossipProbeTimeout
+	}
+	if n.cfg.GossipSuspicionMult > 0 {
+		gc.SuspicionMult = n.cfg.GossipSuspicionMult
+	}
+	gc.Logger = n.log.With("component", "gossip")
+	gc.Meta = n.meta()
+	g, err := membership.Start(gc)
+	if err != nil {
+		return fmt.Errorf("--gossip-addr %s: %w", n.cfg.GossipAddr, err)
+	}
+	n.gossip = g
+	// With port 0 (tests) the real gossip port is known only now.
+	if m := n.meta(); m.GossipAddr != gc.Meta.GossipAddr {
+		return g.UpdateMeta(m)
+	}
+	return nil
+}
+
+// meta is what this node gossips about itself.
+func (n *Node) meta() membership.Meta {
+	gossipAddr := n.cfg.advertised(n.cfg.GossipAddr)
+	if n.gossip != nil {
+		gossipAddr = n.gossip.Local().Addr
+	}
+	n.leadMu.Lock()
+	lead := append([]byte(nil), n.leading...)
+	n.leadMu.Unlock()
+	return membership.Meta{
+		Name:       n.cfg.Name,
+		ClientAddr: n.ClientAddr(),
+		PeerAddr:   n.PeerAddr(),
+		GossipAddr: gossipAddr,
+		ClusterID:  n.id.ClusterID,
+		Partitions: uint32(n.id.Partitions),
+		Replicas:   uint32(n.id.Replicas),
+		BootNonce:  n.id.BootNonce,
+		Leading:    lead,
+	}
+}
+
+// joinLoop keeps trying --join until gossip has reached another node, then
+// keeps the node connected if it ever finds itself alone.
+func (n *Node) joinLoop() {
+	defer n.wg.Done()
+	self := n.gossip.Local().Addr
+	var addrs []string
+	for _, a := range n.cfg.Join {
+		if a != self && a != n.cfg.GossipAddr {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	backoff := 200 * time.Millisecond
+	for {
+		if len(n.aliveMembers()) < 2 {
+			if _, err := n.gossip.Join(addrs); err != nil {
+				n.log.Warn("join failed; retrying", "join", addrs, "error", err)
+			} else {
+				backoff = 200 * time.Millisecond
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// aliveMembers returns the alive members (self included), sorted by name.
+func (n *Node) aliveMembers() []membership.Member {
+	var out []membership.Member
+	for _, m := range n.gossip.Members() {
+		if m.Status == membership.StatusAlive {
+			out = append(out, m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Meta.Name < out[j].Meta.Name })
+	return out
+}
+
+// member returns what gossip knows of the named node.
+func (n *Node) member(name string) (membership.Member, bool) {
+	for _, m := range n.gossip.Members() {
+		if m.Meta.Name == name {
+			return m, true
+		}
+	}
+	return membership.Member{}, false
+}
+
+// replica returns the local replica of partition pid, if this node hosts one.
+func (n *Node) replica(pid uint32) *replica.Replica {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.replicas[pid]
+}
+
+// localReplicas returns the hosted replicas sorted by partition.
+func (n *Node) localReplicas() []*replica.Replica {
+	n.mu.RLock()
+	out := make([]*replica.Replica, 0, len(n.replicas))
+	for _, r := range n.replicas {
+		out = append(out, r)
+	}
+	n.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Partition() < out[j].Partition() })
+	return out
+}
+
+// openReplica starts this node's replica of pid.
+func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
+	layer, err := n.mux.Listen(pid)
+	if err != nil {
+		return nil, err
+	}
+	rc := replica.DefaultConfig()
+	rc.Partition = pid
+	rc.NodeID = n.cfg.Name
+	rc.Store = n.store
+	rc.Layer = layer
+	rc.SnapshotDir = replica.SnapshotPath(n.cfg.DataDir, pid)
+	rc.AddressOf = func(name string) (string, bool) {
+		m, ok := n.member(name)
+		return m.Meta.PeerAddr, ok && m.Meta.PeerAddr != ""
+	}
+	rc.OnLeaderChange = n.onLeaderChange
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.Logger = n.log
+	rc.RaftLogLevel = n.cfg.RaftLogLevel
+	r, err := replica.Open(rc)
+	if err != nil {
+		_ = layer.Close()
+		return nil, err
+	}
+	n.mu.Lock()
+	n.replicas[pid] = r
+	n.mu.Unlock()
+	return r, nil
+}
+
+func (n *Node) openExistingReplicas() error {
+	pids, err := n.store.Partitions()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if int(pid) >= n.id.Partitions {
+			return fmt.Errorf("data dir holds partition %d but the cluster has %d partitions", pid, n.id.Partitions)
+		}
+		if _, err := n.openReplica(pid); err != nil {
+			return fmt.Errorf("open replica of partition %d: %w", pid, err)
+		}
+	}
+	n.log.Info("reopened replicas", "count", len(pids))
+	return nil
+}
+
+// onLeaderChange records leadership in the gossiped bitmap.
+func (n *Node) onLeaderChange(pid uint32, isLeader bool) {
+	n.leadMu.Lock()
+	if isLeader {
+		n.leading[pid/8] |= 1 << (pid % 8)
+	} else {
+		n.leading[pid/8] &^= 1 << (pid % 8)
+	}
+	n.leadMu.Unlock()
+	select {
+	case n.leadChanged <- struct{}{}:
+	default:
+	}
+}
+
+// publishLeadership gossips the leadership bitmap, at most every 100 ms.
+func (n *Node) publishLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.leadChanged:
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if err := n.gossip.UpdateMeta(n.meta()); err != nil {
+			n.log.Warn("gossiping leadership", "error", err)
+		}
+	}
+}
