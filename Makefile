@@ -42,3 +42,7 @@ proto:
 
 clean:
 	rm -rf $(BIN) .run
+
+# Fault suite (jepsen/) and peer comparison (bench/) keep their targets beside their code.
+-include jepsen/jepsen.mk
+-include bench/bench.mk
