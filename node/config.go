@@ -49,6 +49,9 @@ type Config struct {
 	GossipProbeTimeout  time.Duration
 	GossipSuspicionMult int
 
+	// Pprof serves net/http/pprof under /debug/pprof/ on the client port.
+	Pprof bool
+
 	Logger       *slog.Logger
 	RaftLogLevel slog.Level
 }

@@ -328,6 +328,9 @@ func (r *Replica) ReadStrong(ctx context.Context, key []byte) (Read, error) {
 	if r.closed.Load() {
 		return Read{}, ErrClosed
 	}
+	if faultStaleReads && r.IsLeader() {
+		return r.readLocal(key, true)
+	}
 	term, err := r.awaitReady(ctx)
 	if err != nil {
 		return Read{}, err
