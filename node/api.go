@@ -44,6 +44,13 @@ func (s kvService) Get(ctx context.Context, req *connect.Request[ringkvv1.GetReq
 	var resp *connect.Response[ringkvv1.GetResponse]
 	err := n.withRetry(ctx, func(ctx context.Context) error {
 		r := n.replica(pid)
+		if r != nil && !strong {
+			// Only a voter serves eventual reads: a replica still catching
+			// up, or one removed from its group, has nothing to promise.
+			if _, voter, _, _ := r.Membership(); !voter {
+				r = nil
+			}
+		}
 		if r == nil || (strong && !r.IsLeader()) {
 			out, err := forward(ctx, n, req, pid, !strong, false, func(c ringkvv1connect.KVClient, ctx context.Context, req *connect.Request[ringkvv1.GetRequest]) (*connect.Response[ringkvv1.GetResponse], error) {
 				return c.Get(ctx, req)

@@ -55,14 +55,34 @@ func (n *Node) leaderCounts() map[string]int {
 	return counts
 }
 
+// mayLead reports whether the named node should lead partitions: not draining
+// and not removed.
+func (n *Node) mayLead(name string) bool {
+	for _, s := range n.nodeStates() {
+		if s.Name == name {
+			return !s.Draining && !s.Removed
+		}
+	}
+	return false
+}
+
 // balanceOnce moves at most one leadership away from this node.
 func (n *Node) balanceOnce() {
 	counts := n.leaderCounts()
-	alive := len(counts)
-	if alive < 2 {
+	// Draining and removed nodes should lead nothing; the others share evenly.
+	takers := 0
+	for name := range counts {
+		if n.mayLead(name) {
+			takers++
+		}
+	}
+	if takers == 0 || (takers < 2 && n.mayLead(n.cfg.Name)) {
 		return
 	}
-	limit := (n.id.Partitions + alive - 1) / alive
+	limit := (n.id.Partitions + takers - 1) / takers
+	if !n.mayLead(n.cfg.Name) {
+		limit = 0
+	}
 	if counts[n.cfg.Name] <= limit {
 		return
 	}
@@ -80,7 +100,7 @@ func (n *Node) balanceOnce() {
 				continue
 			}
 			m, ok := n.member(s.ID)
-			if !ok || m.Status != membership.StatusAlive || counts[s.ID] >= limit {
+			if !ok || m.Status != membership.StatusAlive || !n.mayLead(s.ID) || (limit > 0 && counts[s.ID] >= limit) {
 				continue
 			}
 			cands = append(cands, cand{s.ID, s.Addr, counts[s.ID]})

@@ -26,6 +26,35 @@ type identity struct {
 	BootNonce      uint64          `json:"boot_nonce"`
 	Bootstrapped   bool            `json:"bootstrapped"`
 	InitialMembers []initialMember `json:"initial_members,omitempty"`
+	// Draining: an operator asked to move every replica off this node.
+	Draining bool `json:"draining,omitempty"`
+	// Removed: nodes an operator declared gone for good.
+	Removed []string `json:"removed,omitempty"`
+}
+
+// ident returns a copy of the node's identity.
+func (n *Node) ident() identity {
+	n.idMu.Lock()
+	defer n.idMu.Unlock()
+	id := n.id
+	id.InitialMembers = slices.Clone(id.InitialMembers)
+	id.Removed = slices.Clone(id.Removed)
+	return id
+}
+
+// updateIdentity changes the identity, stores it durably, then publishes it.
+func (n *Node) updateIdentity(f func(*identity)) error {
+	n.idMu.Lock()
+	defer n.idMu.Unlock()
+	id := n.id
+	id.InitialMembers = slices.Clone(id.InitialMembers)
+	id.Removed = slices.Clone(id.Removed)
+	f(&id)
+	if err := saveIdentity(n.store, id); err != nil {
+		return err
+	}
+	n.id = id
+	return nil
 }
 
 type initialMember struct {
@@ -85,7 +114,7 @@ func (n *Node) bootstrapWhenReady() {
 	defer n.wg.Done()
 	var lastLog time.Time
 	for {
-		if n.id.ClusterID != "" {
+		if n.ident().ClusterID != "" {
 			// A restart in the middle of bootstrapping: finish it.
 			if err := n.bootstrapReplicas(); err != nil {
 				n.log.Error("bootstrap failed", "error", err)
@@ -95,10 +124,10 @@ func (n *Node) bootstrapWhenReady() {
 		alive := n.aliveMembers()
 		var waiting []initialMember
 		nonces := map[string]uint64{}
-		existing := ""
+		existing, replicas := "", 0
 		for _, m := range alive {
 			if m.Meta.ClusterID != "" {
-				existing = m.Meta.ClusterID
+				existing, replicas = m.Meta.ClusterID, int(m.Meta.Replicas)
 				continue
 			}
 			waiting = append(waiting, initialMember{Name: m.Meta.Name, PeerAddr: m.Meta.PeerAddr})
@@ -106,14 +135,16 @@ func (n *Node) bootstrapWhenReady() {
 		}
 		switch {
 		case existing != "":
-			n.adoptCluster(existing)
+			n.adoptCluster(existing, replicas)
 			return
 		case n.cfg.BootstrapExpect == 0:
 			// Joining: wait until gossip finds the existing cluster.
 		case len(waiting) == n.cfg.BootstrapExpect:
-			n.id.ClusterID = clusterID(waiting, nonces)
-			n.id.InitialMembers = waiting
-			if err := saveIdentity(n.store, n.id); err != nil {
+			err := n.updateIdentity(func(id *identity) {
+				id.ClusterID = clusterID(waiting, nonces)
+				id.InitialMembers = waiting
+			})
+			if err != nil {
 				n.log.Error("saving cluster identity", "error", err)
 				return
 			}
@@ -140,17 +171,18 @@ func (n *Node) bootstrapWhenReady() {
 // bootstrapReplicas creates this node's replicas of the initial placement and
 // gives each the same first configuration that every founder gives it.
 func (n *Node) bootstrapReplicas() error {
-	n.mux.SetClusterID(n.id.ClusterID)
+	id := n.ident()
+	n.mux.SetClusterID(id.ClusterID)
 	if err := n.gossip.UpdateMeta(n.meta()); err != nil {
 		return err
 	}
-	names := make([]string, len(n.id.InitialMembers))
+	names := make([]string, len(id.InitialMembers))
 	addrs := map[string]string{}
-	for i, m := range n.id.InitialMembers {
+	for i, m := range id.InitialMembers {
 		names[i] = m.Name
 		addrs[m.Name] = m.PeerAddr
 	}
-	placement := partition.PlaceAll(n.ring, names, n.id.Replicas)
+	placement := partition.PlaceAll(n.ring, names, id.Replicas)
 	hosted := 0
 	for pid := range n.id.Partitions {
 		reps := placement[partition.ID(pid)]
@@ -173,21 +205,25 @@ func (n *Node) bootstrapReplicas() error {
 		}
 		hosted++
 	}
-	n.id.Bootstrapped = true
-	if err := saveIdentity(n.store, n.id); err != nil {
+	if err := n.updateIdentity(func(id *identity) { id.Bootstrapped = true }); err != nil {
 		return err
 	}
 	n.bootstrapped.Store(true)
-	n.log.Info("cluster bootstrapped", "cluster", n.id.ClusterID, "members", names, "replicas_hosted", hosted)
+	n.log.Info("cluster bootstrapped", "cluster", id.ClusterID, "members", names, "replicas_hosted", hosted)
 	return nil
 }
 
 // adoptCluster makes a fresh node a member of the running cluster it joined.
 // It hosts no replica until the cluster gives it some.
-func (n *Node) adoptCluster(id string) {
-	n.id.ClusterID = id
-	n.id.Bootstrapped = true
-	if err := saveIdentity(n.store, n.id); err != nil {
+func (n *Node) adoptCluster(id string, replicas int) {
+	err := n.updateIdentity(func(ident *identity) {
+		ident.ClusterID = id
+		ident.Bootstrapped = true
+		if replicas > 0 {
+			ident.Replicas = replicas
+		}
+	})
+	if err != nil {
 		n.log.Error("saving cluster identity", "error", err)
 		return
 	}

@@ -24,6 +24,10 @@ var Version = "dev"
 
 func (s clusterService) Members(ctx context.Context, _ *connect.Request[ringkvv1.MembersRequest]) (*connect.Response[ringkvv1.MembersResponse], error) {
 	out := &ringkvv1.MembersResponse{}
+	removed := map[string]bool{}
+	for _, r := range s.n.ident().Removed {
+		removed[r] = true
+	}
 	for _, m := range s.n.gossip.Members() {
 		out.Members = append(out.Members, &ringkvv1.Member{
 			Name:       m.Meta.Name,
@@ -31,6 +35,8 @@ func (s clusterService) Members(ctx context.Context, _ *connect.Request[ringkvv1
 			ClientAddr: m.Meta.ClientAddr,
 			PeerAddr:   m.Meta.PeerAddr,
 			GossipAddr: m.Meta.GossipAddr,
+			Draining:   m.Meta.Draining,
+			Removed:    removed[m.Meta.Name],
 		})
 	}
 	return connect.NewResponse(out), nil
@@ -68,9 +74,13 @@ func (s clusterService) Partitions(ctx context.Context, req *connect.Request[rin
 		}()
 	}
 	wg.Wait()
+	merged := n.mergePartitions(reports)
+	for _, p := range n.planView(merged) {
+		merged[p.Partition].Moving, merged[p.Partition].UnderReplicated = p.Moving, p.UnderReplicated
+	}
 	return connect.NewResponse(&ringkvv1.PartitionsResponse{
 		PartitionCount: uint32(n.id.Partitions),
-		Partitions:     n.mergePartitions(reports),
+		Partitions:     merged,
 		ServedBy:       n.cfg.Name,
 	}), nil
 }
@@ -82,6 +92,7 @@ func (n *Node) localPartitions() []*ringkvv1.Partition {
 		st := r.State()
 		p := n.partitionInfo(st.Partition)
 		p.Term, p.AppliedIndex = st.Term, st.AppliedIndex
+		p.ConfigIndex, p.CommitIndex = st.ConfigIndex, st.CommitIndex
 		p.Leader = st.LeaderID
 		if m, ok := n.member(st.LeaderID); ok {
 			p.LeaderClientAddr = m.Meta.ClientAddr
@@ -89,8 +100,11 @@ func (n *Node) localPartitions() []*ringkvv1.Partition {
 		for _, s := range st.Servers {
 			p.Replicas = append(p.Replicas, s.ID)
 			d := &ringkvv1.Replica{Node: s.ID, Suffrage: "voter"}
-			if !s.Voter {
+			if s.Voter {
+				p.Voters = append(p.Voters, s.ID)
+			} else {
 				d.Suffrage = "nonvoter"
+				p.Nonvoters = append(p.Nonvoters, s.ID)
 			}
 			if m, ok := n.member(s.ID); ok {
 				d.ClientAddr = m.Meta.ClientAddr
@@ -138,7 +152,7 @@ func (n *Node) mergePartitions(reports []partitionReport) []*ringkvv1.Partition 
 		p, ok := best[pid]
 		if !ok {
 			p = n.partitionInfo(pid)
-			p.Replicas = partition.Place(partition.ID(pid), names, n.id.Replicas)
+			p.Replicas = partition.Place(partition.ID(pid), names, n.ident().Replicas)
 		}
 		out = append(out, p)
 	}
@@ -147,11 +161,12 @@ func (n *Node) mergePartitions(reports []partitionReport) []*ringkvv1.Partition 
 
 func (s clusterService) Status(ctx context.Context, _ *connect.Request[ringkvv1.StatusRequest]) (*connect.Response[ringkvv1.StatusResponse], error) {
 	n := s.n
+	id := n.ident()
 	out := &ringkvv1.StatusResponse{
 		Node:              n.cfg.Name,
-		ClusterId:         n.id.ClusterID,
+		ClusterId:         id.ClusterID,
 		PartitionCount:    uint32(n.id.Partitions),
-		ReplicationFactor: uint32(n.id.Replicas),
+		ReplicationFactor: uint32(id.Replicas),
 		Version:           Version,
 	}
 	for _, m := range n.gossip.Members() {
@@ -178,6 +193,19 @@ func (s clusterService) Status(ctx context.Context, _ *connect.Request[ringkvv1.
 		}
 	}
 	out.PartitionsWithoutLeader = uint32(n.id.Partitions - len(known))
+	out.Draining = id.Draining
+	out.RaftBytesSent = n.sentBytes.Load()
+	for _, p := range n.planView(n.localPartitions()) {
+		if p.Actual.Leader != n.cfg.Name {
+			continue
+		}
+		if p.UnderReplicated {
+			out.UnderReplicated++
+		}
+		if p.Moving {
+			out.Moving++
+		}
+	}
 	out.Ready = n.ready() == nil
 	return connect.NewResponse(out), nil
 }

@@ -38,6 +38,13 @@ type Config struct {
 	// lead more than its share of partitions; 0 disables balancing.
 	LeaderBalanceInterval time.Duration
 
+	// ReconcileInterval is how often the placement controller runs (it also
+	// runs on every gossip change).
+	ReconcileInterval time.Duration
+	// MaxMoves bounds the partitions led by this node that may be moving a
+	// replica at once.
+	MaxMoves int
+
 	// Raft timings (see replica.Config).
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -78,6 +85,8 @@ func DefaultConfig() Config {
 		MaxValueSize:          1 << 20,
 		RequestTimeout:        5 * time.Second,
 		LeaderBalanceInterval: 5 * time.Second,
+		ReconcileInterval:     2 * time.Second,
+		MaxMoves:              2,
 		HeartbeatTimeout:      1000 * time.Millisecond,
 		ElectionTimeout:       1000 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
@@ -100,6 +109,7 @@ func TestConfig(name, dataDir string) Config {
 	c.DeadTimeout = 5 * time.Second
 	c.RequestTimeout = 3 * time.Second
 	c.LeaderBalanceInterval = time.Second
+	c.ReconcileInterval = 300 * time.Millisecond
 	c.HeartbeatTimeout = 300 * time.Millisecond
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
@@ -147,6 +157,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxValueSize < 0 || c.MaxValueSize > MaxValueSizeLimit {
 		bad("--max-value-size %d: must be between 0 and %d", c.MaxValueSize, MaxValueSizeLimit)
+	}
+	if c.ReconcileInterval <= 0 {
+		bad("--reconcile-interval must be positive")
+	}
+	if c.MaxMoves < 1 {
+		bad("--max-moves %d: must be at least 1", c.MaxMoves)
 	}
 	if c.RequestTimeout <= 0 {
 		bad("--request-timeout must be positive")

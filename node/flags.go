@@ -34,6 +34,8 @@ func ParseFlags(args []string, logOut, usageOut io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxValueSize, "max-value-size", c.MaxValueSize, "largest value accepted, in bytes")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "server-side bound on one request (forwarding and waiting for a leader included)")
 	fs.DurationVar(&c.LeaderBalanceInterval, "leader-balance-interval", c.LeaderBalanceInterval, "how often to even out partition leaders across nodes (0 disables)")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often to check replica placement and take the next move step")
+	fs.IntVar(&c.MaxMoves, "max-moves", c.MaxMoves, "partitions led by this node that may move a replica at once")
 	fs.DurationVar(&c.HeartbeatTimeout, "raft-heartbeat-timeout", c.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&c.ElectionTimeout, "raft-election-timeout", c.ElectionTimeout, "Raft election timeout")
 	fs.DurationVar(&c.LeaderLeaseTimeout, "raft-leader-lease-timeout", c.LeaderLeaseTimeout, "Raft leader lease timeout (a leader that cannot reach a quorum for this long steps down)")

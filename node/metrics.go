@@ -12,11 +12,14 @@ import (
 
 // metrics are the node's Prometheus series, in its own registry.
 type metrics struct {
-	n                                    *Node
-	requests                             *prometheus.CounterVec
-	latency                              *prometheus.HistogramVec
-	forwarded                            prometheus.Counter
-	leaderDesc, appliedDesc, membersDesc *prometheus.Desc
+	n         *Node
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	forwarded prometheus.Counter
+
+	underReplicated, moving                  prometheus.Gauge
+	movesStarted, movesFinished, movesFailed prometheus.Counter
+	leaderDesc, appliedDesc, membersDesc     *prometheus.Desc
 }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
@@ -32,11 +35,30 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ringkv_forwarded_requests_total", Help: "Requests this node forwarded to a partition leader or replica.",
 		}),
+		underReplicated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ringkv_partitions_under_replicated", Help: "Partitions led by this node with fewer than R alive voters.",
+		}),
+		moving: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ringkv_partitions_moving", Help: "Partitions led by this node whose replicas differ from the desired placement.",
+		}),
+		movesStarted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringkv_replica_moves_started_total", Help: "Replica moves this node started (a nonvoter added).",
+		}),
+		movesFinished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringkv_replica_moves_finished_total", Help: "Replica moves this node finished (a surplus replica removed).",
+		}),
+		movesFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ringkv_replica_move_steps_failed_total", Help: "Configuration steps that failed (retried on the next pass).",
+		}),
 		leaderDesc:  prometheus.NewDesc("ringkv_partition_leader", "1 if this node leads the partition, else 0.", []string{"partition"}, nil),
 		appliedDesc: prometheus.NewDesc("ringkv_partition_applied_index", "Raft index applied to the partition's state machine on this node.", []string{"partition"}, nil),
 		membersDesc: prometheus.NewDesc("ringkv_members", "Cluster members by gossip status, as this node sees them.", []string{"status"}, nil),
 	}
-	reg.MustRegister(m.requests, m.latency, m.forwarded, m,
+	sent := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ringkv_raft_sent_bytes_total", Help: "Bytes sent to Raft peers (appends and snapshots) by every replica on this node.",
+	}, func() float64 { return float64(n.sentBytes.Load()) })
+	reg.MustRegister(m.requests, m.latency, m.forwarded, m, sent,
+		m.underReplicated, m.moving, m.movesStarted, m.movesFinished, m.movesFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

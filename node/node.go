@@ -30,7 +30,8 @@ type Node struct {
 	log   *slog.Logger
 	store *storage.Store
 	ring  partition.Ring
-	id    identity
+	idMu  sync.Mutex
+	id    identity // guarded by idMu; read with ident(), change with updateIdentity
 
 	clientLn net.Listener
 	peerLn   net.Listener
@@ -49,6 +50,7 @@ type Node struct {
 	leadChanged chan struct{}
 
 	bootstrapped atomic.Bool
+	sentBytes    atomic.Uint64 // bytes sent to Raft peers by every replica
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	stopOnce     sync.Once
@@ -94,7 +96,7 @@ func New(cfg Config) (*Node, error) {
 		return fail(fmt.Errorf("--peer-addr %s: %w", cfg.PeerAddr, err))
 	}
 	tc := transport.DefaultConfig()
-	tc.ClusterID = n.id.ClusterID
+	tc.ClusterID = n.id.ClusterID // no other goroutine runs yet
 	tc.AdvertiseAddr = n.PeerAddr()
 	tc.Logger = cfg.Logger.With("component", "transport")
 	if n.mux, err = transport.NewMux(n.peerLn, tc); err != nil {
@@ -136,22 +138,24 @@ func (n *Node) Start() error {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
-	if n.id.Bootstrapped {
+	id := n.ident()
+	if id.Bootstrapped {
 		if err := n.openExistingReplicas(); err != nil {
 			return err
 		}
 		n.bootstrapped.Store(true)
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.joinLoop()
 	go n.publishLeadership()
 	go n.balanceLeaders()
-	if !n.id.Bootstrapped {
+	go n.reconcile()
+	if !id.Bootstrapped {
 		n.wg.Add(1)
 		go n.bootstrapWhenReady()
 	}
 	n.log.Info("node started", "client", n.ClientAddr(), "peer", n.PeerAddr(), "gossip", n.gossip.Local().Addr,
-		"partitions", n.id.Partitions, "replicas", n.id.Replicas, "cluster", n.id.ClusterID)
+		"partitions", id.Partitions, "replicas", id.Replicas, "cluster", id.ClusterID)
 	return nil
 }
 
@@ -253,15 +257,17 @@ func (n *Node) meta() membership.Meta {
 	n.leadMu.Lock()
 	lead := append([]byte(nil), n.leading...)
 	n.leadMu.Unlock()
+	id := n.ident()
 	return membership.Meta{
 		Name:       n.cfg.Name,
 		ClientAddr: n.ClientAddr(),
 		PeerAddr:   n.PeerAddr(),
 		GossipAddr: gossipAddr,
-		ClusterID:  n.id.ClusterID,
+		ClusterID:  id.ClusterID,
 		Partitions: uint32(n.id.Partitions),
-		Replicas:   uint32(n.id.Replicas),
-		BootNonce:  n.id.BootNonce,
+		Replicas:   uint32(id.Replicas),
+		BootNonce:  id.BootNonce,
+		Draining:   id.Draining,
 		Leading:    lead,
 	}
 }
@@ -356,6 +362,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 		return m.Meta.PeerAddr, ok && m.Meta.PeerAddr != ""
 	}
 	rc.OnLeaderChange = n.onLeaderChange
+	rc.SentBytes = &n.sentBytes
 	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout

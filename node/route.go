@@ -67,14 +67,13 @@ func forwardError(err error, target string, write bool) error {
 // replica's Raft state when this node hosts pid, else from gossip.
 func (n *Node) leaderClientAddr(pid uint32) string {
 	if r := n.replica(pid); r != nil {
-		id := r.LeaderID()
-		if id == "" {
+		if id := r.LeaderID(); id != "" {
+			if m, ok := n.member(id); ok && m.Status == membership.StatusAlive {
+				return m.Meta.ClientAddr
+			}
 			return ""
 		}
-		if m, ok := n.member(id); ok && m.Status == membership.StatusAlive {
-			return m.Meta.ClientAddr
-		}
-		return ""
+		// A replica not added to its group yet knows no leader: ask gossip.
 	}
 	for _, m := range n.gossip.Members() {
 		if m.Status == membership.StatusAlive && bitSet(m.Meta.Leading, pid) {
@@ -91,7 +90,7 @@ func (n *Node) anyReplicaClientAddr(pid uint32) string {
 	for i, m := range alive {
 		names[i] = m.Meta.Name
 	}
-	for _, name := range partition.Place(partition.ID(pid), names, n.id.Replicas) {
+	for _, name := range partition.Place(partition.ID(pid), names, n.ident().Replicas) {
 		if name == n.cfg.Name {
 			continue
 		}

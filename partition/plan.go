@@ -96,7 +96,7 @@ func Plan(in PlanInput) []PartitionPlan {
 	var eligible []string
 	for _, n := range in.Nodes {
 		nodes[n.Name] = n
-		if in.eligible(n) {
+		if in.Eligible(n) {
 			eligible = append(eligible, n.Name)
 		}
 	}
@@ -132,7 +132,9 @@ func Plan(in PlanInput) []PartitionPlan {
 	return out
 }
 
-func (in PlanInput) eligible(n NodeState) bool {
+// Eligible reports whether n may hold replicas: not drained or removed, and
+// alive or dead for less than DeadTimeout (flap damping).
+func (in PlanInput) Eligible(n NodeState) bool {
 	if n.Removed || n.Draining {
 		return false
 	}

@@ -41,6 +41,9 @@ type Config struct {
 	// that restarts on another address is still reached. Nil: use the address
 	// recorded in the Raft configuration.
 	AddressOf func(nodeID string) (string, bool)
+	// SentBytes, if set, counts the bytes this replica sends to its peers
+	// (appends and snapshots); the node shares one counter among replicas.
+	SentBytes *atomic.Uint64
 	// OnLeaderChange is called (from the replica's own goroutine) whenever this
 	// replica gains or loses leadership.
 	OnLeaderChange func(partition uint32, isLeader bool)
@@ -139,7 +142,9 @@ type State struct {
 	Term         uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
-	Servers      []Server
+	// ConfigIndex is the Raft index of the latest configuration (Servers).
+	ConfigIndex uint64
+	Servers     []Server
 }
 
 // Replica is this node's member of one partition's Raft group.
@@ -200,7 +205,7 @@ func Open(cfg Config) (*Replica, error) {
 	trans := cfg.transport
 	if trans == nil {
 		tc := &raft.NetworkTransportConfig{
-			Stream:  streamAdapter{cfg.Layer},
+			Stream:  streamAdapter{cfg.Layer, cfg.SentBytes},
 			MaxPool: 4,
 			Timeout: 10 * time.Second,
 			Logger:  hclog,
@@ -396,6 +401,7 @@ func (r *Replica) State() State {
 		AppliedIndex: r.fsm.AppliedIndex(),
 	}
 	if f := r.raft.GetConfiguration(); f.Error() == nil {
+		st.ConfigIndex = f.Index()
 		for _, s := range f.Configuration().Servers {
 			st.Servers = append(st.Servers, Server{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter})
 		}
@@ -462,10 +468,17 @@ func (r *Replica) translate(err error, write bool) error {
 	return fmt.Errorf("replica %d: %w", r.cfg.Partition, err)
 }
 
-type streamAdapter struct{ StreamLayer }
+type streamAdapter struct {
+	StreamLayer
+	sent *atomic.Uint64
+}
 
 func (s streamAdapter) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return s.StreamLayer.Dial(string(addr), timeout)
+	c, err := s.StreamLayer.Dial(string(addr), timeout)
+	if err != nil || s.sent == nil {
+		return c, err
+	}
+	return countingConn{c, s.sent}, nil
 }
 
 type addressProvider func(string) (string, bool)

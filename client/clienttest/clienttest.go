@@ -69,6 +69,9 @@ type entry struct {
 
 // Node is one fake node.
 type Node struct {
+	// Cluster methods the fake does not model answer CodeUnimplemented.
+	ringkvv1connect.UnimplementedClusterHandler
+
 	Name string
 	Addr string // host:port of its client port
 	URL  string

@@ -737,10 +737,14 @@ type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// alive, suspect, dead or left.
-	Status        string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
-	ClientAddr    string `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
-	PeerAddr      string `protobuf:"bytes,4,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
-	GossipAddr    string `protobuf:"bytes,5,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	Status     string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	ClientAddr string `protobuf:"bytes,3,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	PeerAddr   string `protobuf:"bytes,4,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	GossipAddr string `protobuf:"bytes,5,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// The node is being drained: it takes no new replicas and gives its away.
+	Draining bool `protobuf:"varint,6,opt,name=draining,proto3" json:"draining,omitempty"`
+	// An operator declared the node gone for good (kvctl remove).
+	Removed       bool `protobuf:"varint,7,opt,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -808,6 +812,20 @@ func (x *Member) GetGossipAddr() string {
 		return x.GossipAddr
 	}
 	return ""
+}
+
+func (x *Member) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *Member) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
 }
 
 type MembersResponse struct {
@@ -975,8 +993,19 @@ type Partition struct {
 	ReplicaDetails []*Replica `protobuf:"bytes,7,rep,name=replica_details,json=replicaDetails,proto3" json:"replica_details,omitempty"`
 	Term           uint64     `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
 	AppliedIndex   uint64     `protobuf:"varint,9,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Raft index of the configuration shown, and the reporter's commit index:
+	// the configuration is committed when config_index <= commit_index.
+	ConfigIndex uint64 `protobuf:"varint,10,opt,name=config_index,json=configIndex,proto3" json:"config_index,omitempty"`
+	CommitIndex uint64 `protobuf:"varint,11,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	// Node names of the voters and nonvoters (replicas still catching up).
+	Voters    []string `protobuf:"bytes,12,rep,name=voters,proto3" json:"voters,omitempty"`
+	Nonvoters []string `protobuf:"bytes,13,rep,name=nonvoters,proto3" json:"nonvoters,omitempty"`
+	// The configuration differs from the desired placement, or has nonvoters.
+	Moving bool `protobuf:"varint,14,opt,name=moving,proto3" json:"moving,omitempty"`
+	// Fewer than R voters are alive.
+	UnderReplicated bool `protobuf:"varint,15,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Partition) Reset() {
@@ -1070,6 +1099,48 @@ func (x *Partition) GetAppliedIndex() uint64 {
 		return x.AppliedIndex
 	}
 	return 0
+}
+
+func (x *Partition) GetConfigIndex() uint64 {
+	if x != nil {
+		return x.ConfigIndex
+	}
+	return 0
+}
+
+func (x *Partition) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *Partition) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *Partition) GetNonvoters() []string {
+	if x != nil {
+		return x.Nonvoters
+	}
+	return nil
+}
+
+func (x *Partition) GetMoving() bool {
+	if x != nil {
+		return x.Moving
+	}
+	return false
+}
+
+func (x *Partition) GetUnderReplicated() bool {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return false
 }
 
 type PartitionsResponse struct {
@@ -1184,8 +1255,15 @@ type StatusResponse struct {
 	PartitionsWithoutLeader uint32 `protobuf:"varint,9,opt,name=partitions_without_leader,json=partitionsWithoutLeader,proto3" json:"partitions_without_leader,omitempty"`
 	Version                 string `protobuf:"bytes,10,opt,name=version,proto3" json:"version,omitempty"`
 	Ready                   bool   `protobuf:"varint,11,opt,name=ready,proto3" json:"ready,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Among the partitions this node leads: how many have fewer than R alive
+	// voters, and how many are moving a replica.
+	UnderReplicated uint32 `protobuf:"varint,12,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	Moving          uint32 `protobuf:"varint,13,opt,name=moving,proto3" json:"moving,omitempty"`
+	Draining        bool   `protobuf:"varint,14,opt,name=draining,proto3" json:"draining,omitempty"`
+	// Bytes this node has sent to Raft peers (appends and snapshots) since it started.
+	RaftBytesSent uint64 `protobuf:"varint,15,opt,name=raft_bytes_sent,json=raftBytesSent,proto3" json:"raft_bytes_sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1295,6 +1373,451 @@ func (x *StatusResponse) GetReady() bool {
 	return false
 }
 
+func (x *StatusResponse) GetUnderReplicated() uint32 {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMoving() uint32 {
+	if x != nil {
+		return x.Moving
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *StatusResponse) GetRaftBytesSent() uint64 {
+	if x != nil {
+		return x.RaftBytesSent
+	}
+	return 0
+}
+
+type DrainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Reverse a drain.
+	Undrain       bool `protobuf:"varint,2,opt,name=undrain,proto3" json:"undrain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DrainRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DrainRequest) GetUndrain() bool {
+	if x != nil {
+		return x.Undrain
+	}
+	return false
+}
+
+type DrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Draining      bool                   `protobuf:"varint,2,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DrainResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DrainResponse) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+type RemoveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Set by the node that fans the removal out to the others.
+	LocalOnly     bool `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RemoveRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type RemoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nodes that recorded the removal.
+	RecordedBy    []string `protobuf:"bytes,1,rep,name=recorded_by,json=recordedBy,proto3" json:"recorded_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RemoveResponse) GetRecordedBy() []string {
+	if x != nil {
+		return x.RecordedBy
+	}
+	return nil
+}
+
+type PlanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanRequest) Reset() {
+	*x = PlanRequest{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRequest) ProtoMessage() {}
+
+func (x *PlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
+func (*PlanRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{23}
+}
+
+type PartitionPlan struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Desired   []string               `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty"`
+	Voters    []string               `protobuf:"bytes,3,rep,name=voters,proto3" json:"voters,omitempty"`
+	Nonvoters []string               `protobuf:"bytes,4,rep,name=nonvoters,proto3" json:"nonvoters,omitempty"`
+	Leader    string                 `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The next configuration step, e.g. "add-nonvoter n4"; empty if none.
+	Next string `protobuf:"bytes,6,opt,name=next,proto3" json:"next,omitempty"`
+	// Why the partition cannot move now, if it should.
+	Blocked         string `protobuf:"bytes,7,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	Moving          bool   `protobuf:"varint,8,opt,name=moving,proto3" json:"moving,omitempty"`
+	UnderReplicated bool   `protobuf:"varint,9,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PartitionPlan) Reset() {
+	*x = PartitionPlan{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionPlan) ProtoMessage() {}
+
+func (x *PartitionPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionPlan.ProtoReflect.Descriptor instead.
+func (*PartitionPlan) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PartitionPlan) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *PartitionPlan) GetDesired() []string {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *PartitionPlan) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *PartitionPlan) GetNonvoters() []string {
+	if x != nil {
+		return x.Nonvoters
+	}
+	return nil
+}
+
+func (x *PartitionPlan) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *PartitionPlan) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+func (x *PartitionPlan) GetBlocked() string {
+	if x != nil {
+		return x.Blocked
+	}
+	return ""
+}
+
+func (x *PartitionPlan) GetMoving() bool {
+	if x != nil {
+		return x.Moving
+	}
+	return false
+}
+
+func (x *PartitionPlan) GetUnderReplicated() bool {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return false
+}
+
+type PlanResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Partitions      []*PartitionPlan       `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	UnderReplicated uint32                 `protobuf:"varint,2,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	Moving          uint32                 `protobuf:"varint,3,opt,name=moving,proto3" json:"moving,omitempty"`
+	MovesPlanned    uint32                 `protobuf:"varint,4,opt,name=moves_planned,json=movesPlanned,proto3" json:"moves_planned,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PlanResponse) Reset() {
+	*x = PlanResponse{}
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanResponse) ProtoMessage() {}
+
+func (x *PlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
+func (*PlanResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PlanResponse) GetPartitions() []*PartitionPlan {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetUnderReplicated() uint32 {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return 0
+}
+
+func (x *PlanResponse) GetMoving() uint32 {
+	if x != nil {
+		return x.Moving
+	}
+	return 0
+}
+
+func (x *PlanResponse) GetMovesPlanned() uint32 {
+	if x != nil {
+		return x.MovesPlanned
+	}
+	return 0
+}
+
 var File_ringkv_v1_ringkv_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_ringkv_proto_rawDesc = "" +
@@ -1348,7 +1871,7 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\x0ecurrent_exists\x18\x03 \x01(\bR\rcurrentExists\x12#\n" +
 	"\rcurrent_value\x18\x04 \x01(\fR\fcurrentValue\x12'\n" +
 	"\x0fcurrent_version\x18\x05 \x01(\x04R\x0ecurrentVersion\"\x10\n" +
-	"\x0eMembersRequest\"\x93\x01\n" +
+	"\x0eMembersRequest\"\xc9\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1f\n" +
@@ -1356,7 +1879,9 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"clientAddr\x12\x1b\n" +
 	"\tpeer_addr\x18\x04 \x01(\tR\bpeerAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x05 \x01(\tR\n" +
-	"gossipAddr\">\n" +
+	"gossipAddr\x12\x1a\n" +
+	"\bdraining\x18\x06 \x01(\bR\bdraining\x12\x18\n" +
+	"\aremoved\x18\a \x01(\bR\aremoved\">\n" +
 	"\x0fMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.ringkv.v1.MemberR\amembers\"2\n" +
 	"\x11PartitionsRequest\x12\x1d\n" +
@@ -1366,7 +1891,7 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
 	"clientAddr\x12\x1a\n" +
-	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xad\x02\n" +
+	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xec\x03\n" +
 	"\tPartition\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1377,14 +1902,21 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\breplicas\x18\x06 \x03(\tR\breplicas\x12;\n" +
 	"\x0freplica_details\x18\a \x03(\v2\x12.ringkv.v1.ReplicaR\x0ereplicaDetails\x12\x12\n" +
 	"\x04term\x18\b \x01(\x04R\x04term\x12#\n" +
-	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\"\x90\x01\n" +
+	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\x12!\n" +
+	"\fconfig_index\x18\n" +
+	" \x01(\x04R\vconfigIndex\x12!\n" +
+	"\fcommit_index\x18\v \x01(\x04R\vcommitIndex\x12\x16\n" +
+	"\x06voters\x18\f \x03(\tR\x06voters\x12\x1c\n" +
+	"\tnonvoters\x18\r \x03(\tR\tnonvoters\x12\x16\n" +
+	"\x06moving\x18\x0e \x01(\bR\x06moving\x12)\n" +
+	"\x10under_replicated\x18\x0f \x01(\bR\x0funderReplicated\"\x90\x01\n" +
 	"\x12PartitionsResponse\x12'\n" +
 	"\x0fpartition_count\x18\x01 \x01(\rR\x0epartitionCount\x124\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2\x14.ringkv.v1.PartitionR\n" +
 	"partitions\x12\x1b\n" +
 	"\tserved_by\x18\x03 \x01(\tR\bservedBy\"\x0f\n" +
-	"\rStatusRequest\"\xa1\x03\n" +
+	"\rStatusRequest\"\xa8\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1398,17 +1930,55 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\x19partitions_without_leader\x18\t \x01(\rR\x17partitionsWithoutLeader\x12\x18\n" +
 	"\aversion\x18\n" +
 	" \x01(\tR\aversion\x12\x14\n" +
-	"\x05ready\x18\v \x01(\bR\x05ready2\x86\x02\n" +
+	"\x05ready\x18\v \x01(\bR\x05ready\x12)\n" +
+	"\x10under_replicated\x18\f \x01(\rR\x0funderReplicated\x12\x16\n" +
+	"\x06moving\x18\r \x01(\rR\x06moving\x12\x1a\n" +
+	"\bdraining\x18\x0e \x01(\bR\bdraining\x12&\n" +
+	"\x0fraft_bytes_sent\x18\x0f \x01(\x04R\rraftBytesSent\"<\n" +
+	"\fDrainRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\aundrain\x18\x02 \x01(\bR\aundrain\"?\n" +
+	"\rDrainResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\bdraining\x18\x02 \x01(\bR\bdraining\"B\n" +
+	"\rRemoveRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"1\n" +
+	"\x0eRemoveResponse\x12\x1f\n" +
+	"\vrecorded_by\x18\x01 \x03(\tR\n" +
+	"recordedBy\"\r\n" +
+	"\vPlanRequest\"\xf8\x01\n" +
+	"\rPartitionPlan\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x18\n" +
+	"\adesired\x18\x02 \x03(\tR\adesired\x12\x16\n" +
+	"\x06voters\x18\x03 \x03(\tR\x06voters\x12\x1c\n" +
+	"\tnonvoters\x18\x04 \x03(\tR\tnonvoters\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04next\x18\x06 \x01(\tR\x04next\x12\x18\n" +
+	"\ablocked\x18\a \x01(\tR\ablocked\x12\x16\n" +
+	"\x06moving\x18\b \x01(\bR\x06moving\x12)\n" +
+	"\x10under_replicated\x18\t \x01(\bR\x0funderReplicated\"\xb0\x01\n" +
+	"\fPlanResponse\x128\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x18.ringkv.v1.PartitionPlanR\n" +
+	"partitions\x12)\n" +
+	"\x10under_replicated\x18\x02 \x01(\rR\x0funderReplicated\x12\x16\n" +
+	"\x06moving\x18\x03 \x01(\rR\x06moving\x12#\n" +
+	"\rmoves_planned\x18\x04 \x01(\rR\fmovesPlanned2\x86\x02\n" +
 	"\x02KV\x124\n" +
 	"\x03Get\x12\x15.ringkv.v1.GetRequest\x1a\x16.ringkv.v1.GetResponse\x124\n" +
 	"\x03Put\x12\x15.ringkv.v1.PutRequest\x1a\x16.ringkv.v1.PutResponse\x12=\n" +
 	"\x06Delete\x12\x18.ringkv.v1.DeleteRequest\x1a\x19.ringkv.v1.DeleteResponse\x12U\n" +
-	"\x0eCompareAndSwap\x12 .ringkv.v1.CompareAndSwapRequest\x1a!.ringkv.v1.CompareAndSwapResponse2\xd5\x01\n" +
+	"\x0eCompareAndSwap\x12 .ringkv.v1.CompareAndSwapRequest\x1a!.ringkv.v1.CompareAndSwapResponse2\x89\x03\n" +
 	"\aCluster\x12@\n" +
 	"\aMembers\x12\x19.ringkv.v1.MembersRequest\x1a\x1a.ringkv.v1.MembersResponse\x12I\n" +
 	"\n" +
 	"Partitions\x12\x1c.ringkv.v1.PartitionsRequest\x1a\x1d.ringkv.v1.PartitionsResponse\x12=\n" +
-	"\x06Status\x12\x18.ringkv.v1.StatusRequest\x1a\x19.ringkv.v1.StatusResponseB1Z/github.com/ringkv/ringkv/api/ringkv/v1;ringkvv1b\x06proto3"
+	"\x06Status\x12\x18.ringkv.v1.StatusRequest\x1a\x19.ringkv.v1.StatusResponse\x12:\n" +
+	"\x05Drain\x12\x17.ringkv.v1.DrainRequest\x1a\x18.ringkv.v1.DrainResponse\x12=\n" +
+	"\x06Remove\x12\x18.ringkv.v1.RemoveRequest\x1a\x19.ringkv.v1.RemoveResponse\x127\n" +
+	"\x04Plan\x12\x16.ringkv.v1.PlanRequest\x1a\x17.ringkv.v1.PlanResponseB1Z/github.com/ringkv/ringkv/api/ringkv/v1;ringkvv1b\x06proto3"
 
 var (
 	file_ringkv_v1_ringkv_proto_rawDescOnce sync.Once
@@ -1422,7 +1992,7 @@ func file_ringkv_v1_ringkv_proto_rawDescGZIP() []byte {
 	return file_ringkv_v1_ringkv_proto_rawDescData
 }
 
-var file_ringkv_v1_ringkv_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ringkv_v1_ringkv_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_ringkv_v1_ringkv_proto_goTypes = []any{
 	(*RequestID)(nil),              // 0: ringkv.v1.RequestID
 	(*ReadReceipt)(nil),            // 1: ringkv.v1.ReadReceipt
@@ -1443,6 +2013,13 @@ var file_ringkv_v1_ringkv_proto_goTypes = []any{
 	(*PartitionsResponse)(nil),     // 16: ringkv.v1.PartitionsResponse
 	(*StatusRequest)(nil),          // 17: ringkv.v1.StatusRequest
 	(*StatusResponse)(nil),         // 18: ringkv.v1.StatusResponse
+	(*DrainRequest)(nil),           // 19: ringkv.v1.DrainRequest
+	(*DrainResponse)(nil),          // 20: ringkv.v1.DrainResponse
+	(*RemoveRequest)(nil),          // 21: ringkv.v1.RemoveRequest
+	(*RemoveResponse)(nil),         // 22: ringkv.v1.RemoveResponse
+	(*PlanRequest)(nil),            // 23: ringkv.v1.PlanRequest
+	(*PartitionPlan)(nil),          // 24: ringkv.v1.PartitionPlan
+	(*PlanResponse)(nil),           // 25: ringkv.v1.PlanResponse
 }
 var file_ringkv_v1_ringkv_proto_depIdxs = []int32{
 	1,  // 0: ringkv.v1.GetResponse.receipt:type_name -> ringkv.v1.ReadReceipt
@@ -1452,25 +2029,32 @@ var file_ringkv_v1_ringkv_proto_depIdxs = []int32{
 	11, // 4: ringkv.v1.MembersResponse.members:type_name -> ringkv.v1.Member
 	14, // 5: ringkv.v1.Partition.replica_details:type_name -> ringkv.v1.Replica
 	15, // 6: ringkv.v1.PartitionsResponse.partitions:type_name -> ringkv.v1.Partition
-	2,  // 7: ringkv.v1.KV.Get:input_type -> ringkv.v1.GetRequest
-	4,  // 8: ringkv.v1.KV.Put:input_type -> ringkv.v1.PutRequest
-	6,  // 9: ringkv.v1.KV.Delete:input_type -> ringkv.v1.DeleteRequest
-	8,  // 10: ringkv.v1.KV.CompareAndSwap:input_type -> ringkv.v1.CompareAndSwapRequest
-	10, // 11: ringkv.v1.Cluster.Members:input_type -> ringkv.v1.MembersRequest
-	13, // 12: ringkv.v1.Cluster.Partitions:input_type -> ringkv.v1.PartitionsRequest
-	17, // 13: ringkv.v1.Cluster.Status:input_type -> ringkv.v1.StatusRequest
-	3,  // 14: ringkv.v1.KV.Get:output_type -> ringkv.v1.GetResponse
-	5,  // 15: ringkv.v1.KV.Put:output_type -> ringkv.v1.PutResponse
-	7,  // 16: ringkv.v1.KV.Delete:output_type -> ringkv.v1.DeleteResponse
-	9,  // 17: ringkv.v1.KV.CompareAndSwap:output_type -> ringkv.v1.CompareAndSwapResponse
-	12, // 18: ringkv.v1.Cluster.Members:output_type -> ringkv.v1.MembersResponse
-	16, // 19: ringkv.v1.Cluster.Partitions:output_type -> ringkv.v1.PartitionsResponse
-	18, // 20: ringkv.v1.Cluster.Status:output_type -> ringkv.v1.StatusResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	24, // 7: ringkv.v1.PlanResponse.partitions:type_name -> ringkv.v1.PartitionPlan
+	2,  // 8: ringkv.v1.KV.Get:input_type -> ringkv.v1.GetRequest
+	4,  // 9: ringkv.v1.KV.Put:input_type -> ringkv.v1.PutRequest
+	6,  // 10: ringkv.v1.KV.Delete:input_type -> ringkv.v1.DeleteRequest
+	8,  // 11: ringkv.v1.KV.CompareAndSwap:input_type -> ringkv.v1.CompareAndSwapRequest
+	10, // 12: ringkv.v1.Cluster.Members:input_type -> ringkv.v1.MembersRequest
+	13, // 13: ringkv.v1.Cluster.Partitions:input_type -> ringkv.v1.PartitionsRequest
+	17, // 14: ringkv.v1.Cluster.Status:input_type -> ringkv.v1.StatusRequest
+	19, // 15: ringkv.v1.Cluster.Drain:input_type -> ringkv.v1.DrainRequest
+	21, // 16: ringkv.v1.Cluster.Remove:input_type -> ringkv.v1.RemoveRequest
+	23, // 17: ringkv.v1.Cluster.Plan:input_type -> ringkv.v1.PlanRequest
+	3,  // 18: ringkv.v1.KV.Get:output_type -> ringkv.v1.GetResponse
+	5,  // 19: ringkv.v1.KV.Put:output_type -> ringkv.v1.PutResponse
+	7,  // 20: ringkv.v1.KV.Delete:output_type -> ringkv.v1.DeleteResponse
+	9,  // 21: ringkv.v1.KV.CompareAndSwap:output_type -> ringkv.v1.CompareAndSwapResponse
+	12, // 22: ringkv.v1.Cluster.Members:output_type -> ringkv.v1.MembersResponse
+	16, // 23: ringkv.v1.Cluster.Partitions:output_type -> ringkv.v1.PartitionsResponse
+	18, // 24: ringkv.v1.Cluster.Status:output_type -> ringkv.v1.StatusResponse
+	20, // 25: ringkv.v1.Cluster.Drain:output_type -> ringkv.v1.DrainResponse
+	22, // 26: ringkv.v1.Cluster.Remove:output_type -> ringkv.v1.RemoveResponse
+	25, // 27: ringkv.v1.Cluster.Plan:output_type -> ringkv.v1.PlanResponse
+	18, // [18:28] is the sub-list for method output_type
+	8,  // [8:18] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_ringkv_proto_init() }
@@ -1489,7 +2073,7 @@ func file_ringkv_v1_ringkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_ringkv_proto_rawDesc), len(file_ringkv_v1_ringkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

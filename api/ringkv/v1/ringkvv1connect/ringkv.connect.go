@@ -52,6 +52,12 @@ const (
 	ClusterPartitionsProcedure = "/ringkv.v1.Cluster/Partitions"
 	// ClusterStatusProcedure is the fully-qualified name of the Cluster's Status RPC.
 	ClusterStatusProcedure = "/ringkv.v1.Cluster/Status"
+	// ClusterDrainProcedure is the fully-qualified name of the Cluster's Drain RPC.
+	ClusterDrainProcedure = "/ringkv.v1.Cluster/Drain"
+	// ClusterRemoveProcedure is the fully-qualified name of the Cluster's Remove RPC.
+	ClusterRemoveProcedure = "/ringkv.v1.Cluster/Remove"
+	// ClusterPlanProcedure is the fully-qualified name of the Cluster's Plan RPC.
+	ClusterPlanProcedure = "/ringkv.v1.Cluster/Plan"
 )
 
 // KVClient is a client for the ringkv.v1.KV service.
@@ -207,6 +213,13 @@ type ClusterClient interface {
 	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
 	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Drain makes a node ineligible for replicas and moves its replicas and
+	// leaderships away (undrain reverses it). The mark survives restarts.
+	Drain(context.Context, *connect.Request[v1.DrainRequest]) (*connect.Response[v1.DrainResponse], error)
+	// Remove declares a node gone for good: its replicas are replaced at once.
+	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// Plan shows what the cluster would do now; it changes nothing.
+	Plan(context.Context, *connect.Request[v1.PlanRequest]) (*connect.Response[v1.PlanResponse], error)
 }
 
 // NewClusterClient constructs a client for the ringkv.v1.Cluster service. By default, it uses the
@@ -238,6 +251,24 @@ func NewClusterClient(httpClient connect.HTTPClient, baseURL string, opts ...con
 			connect.WithSchema(clusterMethods.ByName("Status")),
 			connect.WithClientOptions(opts...),
 		),
+		drain: connect.NewClient[v1.DrainRequest, v1.DrainResponse](
+			httpClient,
+			baseURL+ClusterDrainProcedure,
+			connect.WithSchema(clusterMethods.ByName("Drain")),
+			connect.WithClientOptions(opts...),
+		),
+		remove: connect.NewClient[v1.RemoveRequest, v1.RemoveResponse](
+			httpClient,
+			baseURL+ClusterRemoveProcedure,
+			connect.WithSchema(clusterMethods.ByName("Remove")),
+			connect.WithClientOptions(opts...),
+		),
+		plan: connect.NewClient[v1.PlanRequest, v1.PlanResponse](
+			httpClient,
+			baseURL+ClusterPlanProcedure,
+			connect.WithSchema(clusterMethods.ByName("Plan")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -246,6 +277,9 @@ type clusterClient struct {
 	members    *connect.Client[v1.MembersRequest, v1.MembersResponse]
 	partitions *connect.Client[v1.PartitionsRequest, v1.PartitionsResponse]
 	status     *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	drain      *connect.Client[v1.DrainRequest, v1.DrainResponse]
+	remove     *connect.Client[v1.RemoveRequest, v1.RemoveResponse]
+	plan       *connect.Client[v1.PlanRequest, v1.PlanResponse]
 }
 
 // Members calls ringkv.v1.Cluster.Members.
@@ -263,11 +297,33 @@ func (c *clusterClient) Status(ctx context.Context, req *connect.Request[v1.Stat
 	return c.status.CallUnary(ctx, req)
 }
 
+// Drain calls ringkv.v1.Cluster.Drain.
+func (c *clusterClient) Drain(ctx context.Context, req *connect.Request[v1.DrainRequest]) (*connect.Response[v1.DrainResponse], error) {
+	return c.drain.CallUnary(ctx, req)
+}
+
+// Remove calls ringkv.v1.Cluster.Remove.
+func (c *clusterClient) Remove(ctx context.Context, req *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	return c.remove.CallUnary(ctx, req)
+}
+
+// Plan calls ringkv.v1.Cluster.Plan.
+func (c *clusterClient) Plan(ctx context.Context, req *connect.Request[v1.PlanRequest]) (*connect.Response[v1.PlanResponse], error) {
+	return c.plan.CallUnary(ctx, req)
+}
+
 // ClusterHandler is an implementation of the ringkv.v1.Cluster service.
 type ClusterHandler interface {
 	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
 	Partitions(context.Context, *connect.Request[v1.PartitionsRequest]) (*connect.Response[v1.PartitionsResponse], error)
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Drain makes a node ineligible for replicas and moves its replicas and
+	// leaderships away (undrain reverses it). The mark survives restarts.
+	Drain(context.Context, *connect.Request[v1.DrainRequest]) (*connect.Response[v1.DrainResponse], error)
+	// Remove declares a node gone for good: its replicas are replaced at once.
+	Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error)
+	// Plan shows what the cluster would do now; it changes nothing.
+	Plan(context.Context, *connect.Request[v1.PlanRequest]) (*connect.Response[v1.PlanResponse], error)
 }
 
 // NewClusterHandler builds an HTTP handler from the service implementation. It returns the path on
@@ -295,6 +351,24 @@ func NewClusterHandler(svc ClusterHandler, opts ...connect.HandlerOption) (strin
 		connect.WithSchema(clusterMethods.ByName("Status")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterDrainHandler := connect.NewUnaryHandler(
+		ClusterDrainProcedure,
+		svc.Drain,
+		connect.WithSchema(clusterMethods.ByName("Drain")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterRemoveHandler := connect.NewUnaryHandler(
+		ClusterRemoveProcedure,
+		svc.Remove,
+		connect.WithSchema(clusterMethods.ByName("Remove")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterPlanHandler := connect.NewUnaryHandler(
+		ClusterPlanProcedure,
+		svc.Plan,
+		connect.WithSchema(clusterMethods.ByName("Plan")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/ringkv.v1.Cluster/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterMembersProcedure:
@@ -303,6 +377,12 @@ func NewClusterHandler(svc ClusterHandler, opts ...connect.HandlerOption) (strin
 			clusterPartitionsHandler.ServeHTTP(w, r)
 		case ClusterStatusProcedure:
 			clusterStatusHandler.ServeHTTP(w, r)
+		case ClusterDrainProcedure:
+			clusterDrainHandler.ServeHTTP(w, r)
+		case ClusterRemoveProcedure:
+			clusterRemoveHandler.ServeHTTP(w, r)
+		case ClusterPlanProcedure:
+			clusterPlanHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -322,4 +402,16 @@ func (UnimplementedClusterHandler) Partitions(context.Context, *connect.Request[
 
 func (UnimplementedClusterHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ringkv.v1.Cluster.Status is not implemented"))
+}
+
+func (UnimplementedClusterHandler) Drain(context.Context, *connect.Request[v1.DrainRequest]) (*connect.Response[v1.DrainResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ringkv.v1.Cluster.Drain is not implemented"))
+}
+
+func (UnimplementedClusterHandler) Remove(context.Context, *connect.Request[v1.RemoveRequest]) (*connect.Response[v1.RemoveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ringkv.v1.Cluster.Remove is not implemented"))
+}
+
+func (UnimplementedClusterHandler) Plan(context.Context, *connect.Request[v1.PlanRequest]) (*connect.Response[v1.PlanResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ringkv.v1.Cluster.Plan is not implemented"))
 }

@@ -1,0 +1,295 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+
+	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
+	"github.com/ringkv/ringkv/membership"
+	"github.com/ringkv/ringkv/partition"
+	"github.com/ringkv/ringkv/replica"
+)
+
+// catchUpSlack is how far (in Raft entries) a nonvoter's state machine may
+// trail its leader's commit index and still count as caught up.
+const catchUpSlack = 128
+
+// reconcile is the placement controller. Every node runs it; each acts only
+// on what it owns: it hosts the replicas the desired placement gives it, it
+// drives the configuration changes of the partitions it leads (one step per
+// partition at a time, as partition.Plan decides), and it deletes its
+// replicas whose removal has been committed.
+func (n *Node) reconcile() {
+	defer n.wg.Done()
+	changes := n.gossip.Changes()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-changes:
+		case <-time.After(n.cfg.ReconcileInterval):
+		}
+		if !n.bootstrapped.Load() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
+		n.hostDesired()
+		n.leadMoves(ctx)
+		n.collectRemoved(ctx)
+		cancel()
+	}
+}
+
+// nodeStates is the planner's view of the cluster's nodes, from gossip.
+func (n *Node) nodeStates() []partition.NodeState {
+	now := time.Now()
+	id := n.ident()
+	clusterID := id.ClusterID
+	removed := map[string]bool{}
+	for _, r := range id.Removed {
+		removed[r] = true
+	}
+	var out []partition.NodeState
+	for _, m := range n.gossip.Members() {
+		if m.Meta.ClusterID != clusterID {
+			continue
+		}
+		st := partition.NodeState{
+			Name:     m.Meta.Name,
+			Alive:    m.Status == membership.StatusAlive || m.Status == membership.StatusSuspect,
+			Draining: m.Meta.Draining,
+			Removed:  removed[m.Meta.Name],
+		}
+		if !st.Alive {
+			st.DeadFor = now.Sub(m.Since)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// planInput returns the planner's input with the given actual configurations.
+func (n *Node) planInput(actual map[partition.ID]partition.Replicas) partition.PlanInput {
+	return partition.PlanInput{
+		Ring:            n.ring,
+		Replicas:        n.ident().Replicas,
+		Nodes:           n.nodeStates(),
+		DeadTimeout:     n.cfg.DeadTimeout,
+		Actual:          actual,
+		MaxMovesPerNode: n.cfg.MaxMoves,
+	}
+}
+
+// desired returns the desired placement over eligible nodes.
+func (n *Node) desired() partition.Placement {
+	in := n.planInput(nil)
+	var eligible []string
+	for _, s := range in.Nodes {
+		if in.Eligible(s) {
+			eligible = append(eligible, s.Name)
+		}
+	}
+	return partition.PlaceAll(n.ring, eligible, in.Replicas)
+}
+
+// hostDesired starts an (empty) replica for every partition the desired
+// placement gives this node, so that the partition's leader can add it.
+func (n *Node) hostDesired() {
+	for pid, reps := range n.desired() {
+		if !slices.Contains(reps, n.cfg.Name) || n.replica(uint32(pid)) != nil {
+			continue
+		}
+		if _, err := n.openReplica(uint32(pid)); err != nil {
+			n.log.Warn("starting replica", "partition", pid, "error", err)
+			continue
+		}
+		n.log.Info("hosting new replica; waiting for its leader to add it", "partition", pid)
+	}
+}
+
+// leadMoves takes the next configuration step of every partition this node
+// leads, as far as the move limit allows.
+func (n *Node) leadMoves(ctx context.Context) {
+	actual := map[partition.ID]partition.Replicas{}
+	led := map[partition.ID]*replica.Replica{}
+	states := map[partition.ID]replica.State{}
+	applied := n.peerApplied(ctx)
+	for _, r := range n.localReplicas() {
+		if !r.IsLeader() {
+			continue
+		}
+		st := r.State()
+		a := partition.Replicas{Leader: n.cfg.Name}
+		for _, s := range st.Servers {
+			if s.Voter {
+				a.Voters = append(a.Voters, s.ID)
+				continue
+			}
+			a.Nonvoters = append(a.Nonvoters, s.ID)
+			if ap, ok := applied[s.ID][st.Partition]; ok && ap+catchUpSlack >= st.CommitIndex {
+				a.CaughtUp = append(a.CaughtUp, s.ID)
+			}
+		}
+		pid := partition.ID(st.Partition)
+		actual[pid], led[pid], states[pid] = a, r, st
+	}
+	var under, moving int
+	for _, p := range partition.Plan(n.planInput(actual)) {
+		r := led[p.Partition]
+		if r == nil {
+			continue
+		}
+		if p.UnderReplicated {
+			under++
+		}
+		if p.Moving {
+			moving++
+		}
+		if p.Next != nil {
+			n.step(ctx, r, states[p.Partition], *p.Next)
+		}
+	}
+	n.metrics.underReplicated.Set(float64(under))
+	n.metrics.moving.Set(float64(moving))
+}
+
+// peerApplied asks the nodes that hold nonvoters of partitions led here how
+// far their replicas have applied: node -> partition -> applied index.
+func (n *Node) peerApplied(ctx context.Context) map[string]map[uint32]uint64 {
+	want := map[string]bool{}
+	for _, r := range n.localReplicas() {
+		if !r.IsLeader() {
+			continue
+		}
+		for _, s := range r.State().Servers {
+			if !s.Voter {
+				want[s.ID] = true
+			}
+		}
+	}
+	out := map[string]map[uint32]uint64{}
+	for name := range want {
+		m, ok := n.member(name)
+		if !ok || m.Status != membership.StatusAlive {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := n.fwd.cluster(m.Meta.ClientAddr).Partitions(cctx, connect.NewRequest(&ringkvv1.PartitionsRequest{LocalOnly: true}))
+		cancel()
+		if err != nil {
+			continue
+		}
+		out[name] = map[uint32]uint64{}
+		for _, p := range resp.Msg.Partitions {
+			out[name][p.Id] = p.AppliedIndex
+		}
+	}
+	return out
+}
+
+// step runs one configuration step on a partition this node leads, after
+// confirming that a quorum still follows it.
+func (n *Node) step(ctx context.Context, r *replica.Replica, st replica.State, a partition.Action) {
+	log := n.log.With("partition", a.Partition, "action", a.Kind.String(), "node", a.Node)
+	if err := r.VerifyQuorum(ctx); err != nil {
+		log.Debug("not acting: leadership not confirmed", "error", err)
+		return
+	}
+	addr := ""
+	if m, ok := n.member(a.Node); ok {
+		addr = m.Meta.PeerAddr
+	}
+	var err error
+	switch a.Kind {
+	case partition.ActAddNonvoter:
+		n.metrics.movesStarted.Inc()
+		err = r.AddNonvoter(ctx, a.Node, addr, st.ConfigIndex)
+	case partition.ActPromote:
+		err = r.Promote(ctx, a.Node, addr, st.ConfigIndex)
+	case partition.ActRemove:
+		err = r.RemoveServer(ctx, a.Node, st.ConfigIndex)
+		if err == nil {
+			n.metrics.movesFinished.Inc()
+		}
+	case partition.ActTransferLeader:
+		err = r.TransferLeadership(a.Node, addr)
+	}
+	if err != nil {
+		n.metrics.movesFailed.Inc()
+		log.Warn("configuration step failed", "error", err)
+		return
+	}
+	log.Info("configuration step done")
+}
+
+// collectRemoved deletes local replicas that are no longer in their group:
+// either this replica saw its own removal committed, or (if it was cut off
+// when it was removed) the partition's leader reports a committed
+// configuration without this node. Until then such a replica serves nothing:
+// eventual reads are only served by voters.
+func (n *Node) collectRemoved(ctx context.Context) {
+	for _, r := range n.localReplicas() {
+		member, _, committed, servers := r.Membership()
+		pid := r.Partition()
+		switch {
+		case servers == 0:
+			continue // never added yet: waiting for its leader
+		case !member && committed:
+			n.destroyReplica(pid, "its removal from the group is committed")
+		case member && r.LeaderID() == "":
+			if n.leaderDroppedUs(ctx, pid) {
+				n.destroyReplica(pid, "the partition's leader reports a committed configuration without this node")
+			}
+		}
+	}
+}
+
+// leaderDroppedUs asks pid's leader (known from gossip) whether its committed
+// configuration still includes this node.
+func (n *Node) leaderDroppedUs(ctx context.Context, pid uint32) bool {
+	for _, m := range n.gossip.Members() {
+		if m.Status != membership.StatusAlive || m.Meta.Name == n.cfg.Name || !bitSet(m.Meta.Leading, pid) {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := n.fwd.cluster(m.Meta.ClientAddr).Partitions(cctx, connect.NewRequest(&ringkvv1.PartitionsRequest{LocalOnly: true}))
+		cancel()
+		if err != nil {
+			return false
+		}
+		for _, p := range resp.Msg.Partitions {
+			if p.Id == pid && p.Leader == m.Meta.Name {
+				return p.ConfigIndex > 0 && p.ConfigIndex <= p.CommitIndex && !slices.Contains(p.Replicas, n.cfg.Name)
+			}
+		}
+	}
+	return false
+}
+
+// destroyReplica stops a replica and deletes its data: log, state machine
+// and snapshots.
+func (n *Node) destroyReplica(pid uint32, why string) {
+	n.mu.Lock()
+	r := n.replicas[pid]
+	delete(n.replicas, pid)
+	n.mu.Unlock()
+	if r == nil {
+		return
+	}
+	_ = r.Close()
+	n.onLeaderChange(pid, false)
+	err := n.store.DeletePartition(pid)
+	if err == nil {
+		err = os.RemoveAll(replica.SnapshotPath(n.cfg.DataDir, pid))
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Error("deleting removed replica's data", "partition", pid, "error", err)
+		return
+	}
+	n.log.Info("deleted replica", "partition", pid, "why", why)
+}

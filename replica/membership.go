@@ -1,0 +1,91 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Configuration changes. Each takes the index of the configuration the caller
+// planned against (State().ConfigIndex) so that a change planned on a stale
+// view fails instead of applying twice; Raft itself allows one change at a
+// time. They return once the change is committed.
+
+// AddNonvoter adds a replica that receives the log but does not vote, so a
+// new replica can catch up without weakening the quorum.
+func (r *Replica) AddNonvoter(ctx context.Context, id, addr string, prevIndex uint64) error {
+	return r.configChange(ctx, r.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), prevIndex, r.enqueueTimeout(ctx)))
+}
+
+// Promote makes a caught-up nonvoter a voter.
+func (r *Replica) Promote(ctx context.Context, id, addr string, prevIndex uint64) error {
+	return r.configChange(ctx, r.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), prevIndex, r.enqueueTimeout(ctx)))
+}
+
+// RemoveServer removes a replica from the group.
+func (r *Replica) RemoveServer(ctx context.Context, id string, prevIndex uint64) error {
+	return r.configChange(ctx, r.raft.RemoveServer(raft.ServerID(id), prevIndex, r.enqueueTimeout(ctx)))
+}
+
+// VerifyQuorum confirms that this replica leads and a quorum still follows it.
+func (r *Replica) VerifyQuorum(ctx context.Context) error {
+	if r.raft.State() != raft.Leader {
+		return r.notLeader()
+	}
+	if err := r.verify.confirm(ctx); err != nil {
+		return r.translate(err, false)
+	}
+	return nil
+}
+
+// Membership says whether this node is in the group's latest configuration,
+// and whether that configuration is committed as far as this replica knows.
+func (r *Replica) Membership() (member, voter, committed bool, servers int) {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false, false, false, 0
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == r.cfg.NodeID {
+			member, voter = true, s.Suffrage == raft.Voter
+		}
+	}
+	return member, voter, f.Index() <= r.raft.CommitIndex(), len(f.Configuration().Servers)
+}
+
+func (r *Replica) enqueueTimeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return 10 * time.Second
+}
+
+func (r *Replica) configChange(ctx context.Context, f raft.IndexFuture) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return r.translate(err, true)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: configuration change: %v", ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+// countingConn counts the bytes this node sends to a Raft peer.
+type countingConn struct {
+	net.Conn
+	n *atomic.Uint64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(uint64(n))
+	return n, err
+}
