@@ -51,6 +51,7 @@ type Node struct {
 
 	bootstrapped atomic.Bool
 	sentBytes    atomic.Uint64 // bytes sent to Raft peers by every replica
+	logThrottle  *replica.LogThrottle
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	stopOnce     sync.Once
@@ -68,6 +69,7 @@ func New(cfg Config) (*Node, error) {
 		replicas:    make(map[uint32]*replica.Replica),
 		leadChanged: make(chan struct{}, 1),
 		stop:        make(chan struct{}),
+		logThrottle: replica.NewLogThrottle(10 * time.Second),
 	}
 	sc := storage.DefaultConfig()
 	sc.Dir = filepath.Join(cfg.DataDir, "db")
@@ -369,6 +371,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.CommitTimeout = n.cfg.CommitTimeout
 	rc.Logger = n.log
 	rc.RaftLogLevel = n.cfg.RaftLogLevel
+	rc.LogThrottle = n.logThrottle
 	r, err := replica.Open(rc)
 	if err != nil {
 		_ = layer.Close()

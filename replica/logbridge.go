@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -12,13 +14,51 @@ import (
 // newHCLogger returns an hclog.Logger (what hashicorp/raft logs through) whose
 // records land in logger. Raft logs at Info for every election of every
 // partition; level chooses what is kept.
-func newHCLogger(logger *slog.Logger, level slog.Level, attrs ...any) hclog.Logger {
+func newHCLogger(logger *slog.Logger, level slog.Level, throttle *LogThrottle, attrs ...any) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "raft",
 		Level:      hclogLevel(level),
-		Output:     &hclogWriter{logger: logger.With(attrs...)},
+		Output:     &hclogWriter{logger: logger.With(attrs...), throttle: throttle},
 		JSONFormat: true,
 	})
+}
+
+// LogThrottle lets one line per message text through per interval, across
+// every replica that shares it: when a peer is down, each of a node's
+// partitions would otherwise log the same failure several times a second.
+type LogThrottle struct {
+	interval time.Duration
+	now      func() time.Time
+	mu       sync.Mutex
+	last     map[string]time.Time
+	dropped  map[string]int
+}
+
+// NewLogThrottle returns a throttle that passes a message at most once per interval.
+func NewLogThrottle(interval time.Duration) *LogThrottle {
+	return &LogThrottle{interval: interval, now: time.Now, last: map[string]time.Time{}, dropped: map[string]int{}}
+}
+
+// allow reports whether msg may be logged now, and how many lines of it were
+// dropped since it was last logged.
+func (t *LogThrottle) allow(msg string) (bool, int) {
+	if t == nil {
+		return true, 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if last, ok := t.last[msg]; ok && now.Sub(last) < t.interval {
+		t.dropped[msg]++
+		return false, 0
+	}
+	if len(t.last) > 4096 { // bound memory if messages vary
+		clear(t.last)
+		clear(t.dropped)
+	}
+	n := t.dropped[msg]
+	t.last[msg], t.dropped[msg] = now, 0
+	return true, n
 }
 
 func hclogLevel(l slog.Level) hclog.Level {
@@ -35,7 +75,10 @@ func hclogLevel(l slog.Level) hclog.Level {
 }
 
 // hclogWriter turns hclog's JSON lines into slog records.
-type hclogWriter struct{ logger *slog.Logger }
+type hclogWriter struct {
+	logger   *slog.Logger
+	throttle *LogThrottle
+}
 
 func (w *hclogWriter) Write(p []byte) (int, error) {
 	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {
@@ -54,7 +97,14 @@ func (w *hclogWriter) Write(p []byte) (int, error) {
 		case "error":
 			lvl = slog.LevelError
 		}
-		attrs := make([]slog.Attr, 0, len(rec))
+		ok, dropped := w.throttle.allow(msg)
+		if !ok {
+			continue
+		}
+		attrs := make([]slog.Attr, 0, len(rec)+1)
+		if dropped > 0 {
+			attrs = append(attrs, slog.Int("similar_suppressed", dropped))
+		}
 		for k, v := range rec {
 			if strings.HasPrefix(k, "@") {
 				continue

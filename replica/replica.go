@@ -63,6 +63,9 @@ type Config struct {
 	// RaftLogLevel filters hashicorp/raft's own log lines (it logs every
 	// election of every partition at Info).
 	RaftLogLevel slog.Level
+	// LogThrottle, shared by a node's replicas, drops repeats of the same
+	// Raft log line within its interval. Nil logs everything.
+	LogThrottle *LogThrottle
 
 	// For in-process tests: a transport and snapshot store to use instead of
 	// Layer and SnapshotDir.
@@ -182,7 +185,7 @@ func Open(cfg Config) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replica %d: open state machine: %w", cfg.Partition, err)
 	}
-	hclog := newHCLogger(cfg.Logger, cfg.RaftLogLevel, "partition", cfg.Partition)
+	hclog := newHCLogger(cfg.Logger, cfg.RaftLogLevel, cfg.LogThrottle, "partition", cfg.Partition)
 
 	store := cfg.Store.Log(cfg.Partition)
 	logs, err := raft.NewLogCache(cfg.LogCacheSize, store)
