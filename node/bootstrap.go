@@ -1,14 +1,21 @@
 package node
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+
+	"connectrpc.com/connect"
+
+	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
 
 	"github.com/ringkv/ringkv/partition"
 	"github.com/ringkv/ringkv/replica"
@@ -124,16 +131,37 @@ func (n *Node) bootstrapWhenReady() {
 		alive := n.aliveMembers()
 		var waiting []initialMember
 		nonces := map[string]uint64{}
-		existing, replicas := "", 0
+		existing, replicas, existingAddr := "", 0, ""
 		for _, m := range alive {
 			if m.Meta.ClusterID != "" {
-				existing, replicas = m.Meta.ClusterID, int(m.Meta.Replicas)
+				existing, replicas, existingAddr = m.Meta.ClusterID, int(m.Meta.Replicas), m.Meta.ClientAddr
 				continue
 			}
 			waiting = append(waiting, initialMember{Name: m.Meta.Name, PeerAddr: m.Meta.PeerAddr})
 			nonces[m.Meta.Name] = m.Meta.BootNonce
 		}
 		switch {
+		case existing != "" && n.cfg.BootstrapExpect > 0:
+			// Another founder may have bootstrapped before this node met every
+			// founder: if the cluster names this node a founder, bootstrap the
+			// replicas the others configured it for; otherwise join.
+			founders, err := n.askFounders(existingAddr)
+			if err != nil {
+				n.log.Debug("asking for the cluster's founders", "error", err)
+				break
+			}
+			if !slices.ContainsFunc(founders, func(m initialMember) bool { return m.Name == n.cfg.Name }) {
+				n.adoptCluster(existing, replicas)
+				return
+			}
+			if err := n.updateIdentity(func(id *identity) { id.ClusterID, id.InitialMembers = existing, founders }); err != nil {
+				n.log.Error("saving cluster identity", "error", err)
+				return
+			}
+			if err := n.bootstrapReplicas(); err != nil {
+				n.log.Error("bootstrap failed", "error", err)
+			}
+			return
 		case existing != "":
 			n.adoptCluster(existing, replicas)
 			return
@@ -166,6 +194,28 @@ func (n *Node) bootstrapWhenReady() {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// askFounders asks a node of the existing cluster who founded it.
+func (n *Node) askFounders(clientAddr string) ([]initialMember, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := n.fwd.cluster(clientAddr).Status(ctx, connect.NewRequest(&ringkvv1.StatusRequest{}))
+	if err != nil {
+		return nil, err
+	}
+	var out []initialMember
+	for _, f := range resp.Msg.Founders {
+		name, addr, ok := strings.Cut(f, "@")
+		if !ok {
+			return nil, fmt.Errorf("malformed founder %q", f)
+		}
+		out = append(out, initialMember{Name: name, PeerAddr: addr})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("the cluster reports no founders yet")
+	}
+	return out, nil
 }
 
 // bootstrapReplicas creates this node's replicas of the initial placement and

@@ -143,16 +143,14 @@ func (n *Node) mergePartitions(reports []partitionReport) []*ringkvv1.Partition 
 			}
 		}
 	}
-	var names []string
-	for _, m := range n.aliveMembers() {
-		names = append(names, m.Meta.Name)
-	}
+	desired := n.desired()
 	out := make([]*ringkvv1.Partition, 0, n.id.Partitions)
 	for pid := range uint32(n.id.Partitions) {
 		p, ok := best[pid]
 		if !ok {
+			// Nobody reported it: show where it should be, with no leader.
 			p = n.partitionInfo(pid)
-			p.Replicas = partition.Place(partition.ID(pid), names, n.ident().Replicas)
+			p.Replicas = desired[partition.ID(pid)]
 		}
 		out = append(out, p)
 	}
@@ -194,6 +192,9 @@ func (s clusterService) Status(ctx context.Context, _ *connect.Request[ringkvv1.
 	}
 	out.PartitionsWithoutLeader = uint32(n.id.Partitions - len(known))
 	out.Draining = id.Draining
+	for _, m := range id.InitialMembers {
+		out.Founders = append(out.Founders, m.Name+"@"+m.PeerAddr)
+	}
 	out.RaftBytesSent = n.sentBytes.Load()
 	for _, p := range n.planView(n.localPartitions()) {
 		if p.Actual.Leader != n.cfg.Name {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -72,17 +74,29 @@ func (s clusterService) Remove(ctx context.Context, req *connect.Request[ringkvv
 	}
 	out := &ringkvv1.RemoveResponse{RecordedBy: []string{n.cfg.Name}}
 	if !req.Msg.LocalOnly {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
 		for _, m := range n.aliveMembers() {
 			if m.Meta.Name == n.cfg.Name {
 				continue
 			}
-			_, err := n.fwd.cluster(m.Meta.ClientAddr).Remove(ctx, connect.NewRequest(&ringkvv1.RemoveRequest{Node: name, LocalOnly: true}))
-			if err != nil {
-				n.log.Warn("peer did not record removal", "peer", m.Meta.Name, "removed", name, "error", err)
-				continue
-			}
-			out.RecordedBy = append(out.RecordedBy, m.Meta.Name)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, time.Second)
+				defer cancel()
+				_, err := n.fwd.cluster(m.Meta.ClientAddr).Remove(cctx, connect.NewRequest(&ringkvv1.RemoveRequest{Node: name, LocalOnly: true}))
+				if err != nil {
+					n.log.Warn("peer did not record removal", "peer", m.Meta.Name, "removed", name, "error", err)
+					return
+				}
+				mu.Lock()
+				out.RecordedBy = append(out.RecordedBy, m.Meta.Name)
+				mu.Unlock()
+			}()
 		}
+		wg.Wait()
+		slices.Sort(out.RecordedBy)
 	}
 	n.log.Info("node declared removed", "removed", name)
 	return connect.NewResponse(out), nil

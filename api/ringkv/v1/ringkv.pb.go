@@ -1262,6 +1262,10 @@ type StatusResponse struct {
 	Draining        bool   `protobuf:"varint,14,opt,name=draining,proto3" json:"draining,omitempty"`
 	// Bytes this node has sent to Raft peers (appends and snapshots) since it started.
 	RaftBytesSent uint64 `protobuf:"varint,15,opt,name=raft_bytes_sent,json=raftBytesSent,proto3" json:"raft_bytes_sent,omitempty"`
+	// The nodes that founded the cluster, as "name@peer_addr": a founder that
+	// hears of the new cluster before it has met every founder learns from
+	// this that it is one.
+	Founders      []string `protobuf:"bytes,16,rep,name=founders,proto3" json:"founders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1399,6 +1403,13 @@ func (x *StatusResponse) GetRaftBytesSent() uint64 {
 		return x.RaftBytesSent
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetFounders() []string {
+	if x != nil {
+		return x.Founders
+	}
+	return nil
 }
 
 type DrainRequest struct {
@@ -1916,7 +1927,7 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"partitions\x18\x02 \x03(\v2\x14.ringkv.v1.PartitionR\n" +
 	"partitions\x12\x1b\n" +
 	"\tserved_by\x18\x03 \x01(\tR\bservedBy\"\x0f\n" +
-	"\rStatusRequest\"\xa8\x04\n" +
+	"\rStatusRequest\"\xc4\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1934,7 +1945,8 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\x10under_replicated\x18\f \x01(\rR\x0funderReplicated\x12\x16\n" +
 	"\x06moving\x18\r \x01(\rR\x06moving\x12\x1a\n" +
 	"\bdraining\x18\x0e \x01(\bR\bdraining\x12&\n" +
-	"\x0fraft_bytes_sent\x18\x0f \x01(\x04R\rraftBytesSent\"<\n" +
+	"\x0fraft_bytes_sent\x18\x0f \x01(\x04R\rraftBytesSent\x12\x1a\n" +
+	"\bfounders\x18\x10 \x03(\tR\bfounders\"<\n" +
 	"\fDrainRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aundrain\x18\x02 \x01(\bR\aundrain\"?\n" +
