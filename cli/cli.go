@@ -140,8 +140,10 @@ func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kvctl",
 		Short: "Talk to a RingKV cluster",
-		Long: `kvctl reads and writes keys of a RingKV cluster and shows its members,
-partitions and status.
+		Long: `kvctl reads and writes keys of a RingKV cluster, shows its members,
+partitions and status, and changes its shape: plan shows what the cluster
+would do next, drain empties a node before it is stopped, remove retires a
+stopped node for good.
 
 Any node serves any request, so --endpoints needs only one reachable node;
 list several so that kvctl can go elsewhere when one is down.
@@ -155,6 +157,7 @@ print as JSON strings when they are valid UTF-8, else as {"base64": "..."}.`,
 		Example: `  kvctl put greeting hello
   kvctl get greeting
   kvctl --endpoints 10.0.0.1:7101,10.0.0.2:7101 -o json members
+  kvctl drain n4 --wait
   KVCTL_ENDPOINTS=10.0.0.1:7101 kvctl status`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
@@ -164,13 +167,14 @@ print as JSON strings when they are valid UTF-8, else as {"base64": "..."}.`,
 	pf.StringVar(&a.endpoints, "endpoints", defaultEndpoints,
 		"comma-separated client addresses (host:port) of cluster nodes; default from $"+EndpointsEnv)
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
-	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "time limit of the whole command, retries included (bench: of each operation)")
+	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "time limit of the whole command, retries included (bench: of each operation; drain --wait: 30m unless given)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &UsageError{Err: err, Command: c.CommandPath()}
 	})
 	root.AddCommand(
 		a.getCommand(), a.putCommand(), a.delCommand(), a.casCommand(),
 		a.membersCommand(), a.partitionsCommand(), a.statusCommand(),
+		a.planCommand(), a.drainCommand(), a.undrainCommand(), a.removeCommand(),
 		a.benchCommand(),
 	)
 	return root
@@ -185,11 +189,7 @@ func (a *app) validateGlobals(cmd *cobra.Command, _ []string) error {
 		a.output = "table"
 		return usagef("unknown output format %q: use table or json", bad)
 	}
-	if !cmd.Flags().Changed("endpoints") {
-		if v := strings.TrimSpace(a.getenv(EndpointsEnv)); v != "" {
-			a.endpoints = v
-		}
-	}
+	a.applyEndpointsEnv(cmd)
 	if len(a.endpointList()) == 0 {
 		return usagef("no endpoints: give --endpoints host:port[,host:port...] or set $%s", EndpointsEnv)
 	}
@@ -197,6 +197,16 @@ func (a *app) validateGlobals(cmd *cobra.Command, _ []string) error {
 		return usagef("--timeout must be positive, got %v", a.timeout)
 	}
 	return nil
+}
+
+// applyEndpointsEnv takes the endpoints from $KVCTL_ENDPOINTS unless
+// --endpoints was given.
+func (a *app) applyEndpointsEnv(cmd *cobra.Command) {
+	if !cmd.Flags().Changed("endpoints") {
+		if v := strings.TrimSpace(a.getenv(EndpointsEnv)); v != "" {
+			a.endpoints = v
+		}
+	}
 }
 
 func (a *app) endpointList() []string {
@@ -224,19 +234,38 @@ func (a *app) newClient(edit func(*client.Config)) (*client.Client, error) {
 	return c, nil
 }
 
+// clientBody is a command body that talks to the cluster.
+type clientBody func(ctx context.Context, c *client.Client, args []string) error
+
 // runE adapts a command body: it bounds it by --timeout, hands it a client,
 // and marks its errors as the command's own.
-func (a *app) runE(body func(ctx context.Context, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+func (a *app) runE(body clientBody) func(*cobra.Command, []string) error {
 	return a.runRaw(func(cmd *cobra.Command, args []string) error {
-		c, err := a.newClient(nil)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-		defer cancel()
-		return body(ctx, c, args)
+		return a.withClient(cmd.Context(), a.timeout, args, body)
 	})
+}
+
+// withClient runs body with a new client, bounded by timeout.
+func (a *app) withClient(ctx context.Context, timeout time.Duration, args []string, body clientBody) error {
+	c, err := a.newClient(nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return body(ctx, c, args)
+}
+
+// memberEndpoint turns a client address the cluster reported into an
+// endpoint, with the scheme of the configured endpoints.
+func (a *app) memberEndpoint(hostport string) string {
+	for _, e := range a.endpointList() {
+		if strings.HasPrefix(e, "https://") {
+			return "https://" + hostport
+		}
+	}
+	return hostport
 }
 
 // runRaw marks a command body's errors as its own (not usage errors unless
@@ -279,7 +308,8 @@ func args(n int, names string) cobra.PositionalArgs {
 func (a *app) report(err error) {
 	code, msg := describe(err)
 	line := "kvctl: " + msg
-	if code != "not_found" && code != "usage" && code != "error" {
+	// A refusal says what to do in the server's words: show them as they are.
+	if code != "not_found" && code != "usage" && code != "error" && code != "failed_precondition" {
 		line = "kvctl: " + strings.ReplaceAll(code, "_", " ") + ": " + msg
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
@@ -318,6 +348,8 @@ func describe(err error) (code, msg string) {
 		code = "not_found"
 	case errors.Is(err, client.ErrInvalidArgument):
 		code = "invalid_argument"
+	case errors.Is(err, client.ErrFailedPrecondition):
+		code = "failed_precondition"
 	case errors.Is(err, client.ErrOutcomeUnknown):
 		code = "outcome_unknown"
 	case errors.Is(err, client.ErrUnavailable):

@@ -359,13 +359,18 @@ func TestClusterCommands(t *testing.T) {
 	if strings.Index(lines[0], "STATUS") != strings.Index(lines[1], "alive") {
 		t.Fatalf("members columns are not aligned:\n%s", r.stdout)
 	}
-	members := oneJSON[[]map[string]string](t, kvctl(t, at(cl, "-o", "json", "members")))
+	members := oneJSON[[]map[string]any](t, kvctl(t, at(cl, "-o", "json", "members")))
 	if len(members) != 3 || members[2]["status"] != "dead" {
 		t.Fatalf("members JSON %v", members)
 	}
 	for _, f := range []string{"name", "status", "client_addr", "peer_addr", "gossip_addr"} {
-		if members[0][f] == "" {
+		if s, _ := members[0][f].(string); s == "" {
 			t.Fatalf("members JSON lacks %s: %v", f, members[0])
+		}
+	}
+	for _, f := range []string{"draining", "removed"} {
+		if members[0][f] != false {
+			t.Fatalf("members JSON %s = %v, want false", f, members[0][f])
 		}
 	}
 

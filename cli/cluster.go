@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -19,6 +18,8 @@ type memberJSON struct {
 	ClientAddr string `json:"client_addr"`
 	PeerAddr   string `json:"peer_addr"`
 	GossipAddr string `json:"gossip_addr"`
+	Draining   bool   `json:"draining"`
+	Removed    bool   `json:"removed"`
 }
 
 func (a *app) membersCommand() *cobra.Command {
@@ -26,8 +27,10 @@ func (a *app) membersCommand() *cobra.Command {
 		Use:   "members",
 		Short: "List the cluster's members",
 		Long: `List the cluster's members as the answering node's gossip sees them, with
-their status (alive, suspect, dead or left) and addresses: client (kvctl and
-the Go client), peer (Raft) and gossip.`,
+their status (alive, suspect, dead or left), addresses (client: kvctl and
+the Go client; peer: Raft; gossip) and flags: draining (kvctl drain: it
+takes no replicas and gives its own away) and removed (kvctl remove: gone
+for good).`,
 		Example: `  kvctl members
   kvctl members -o json`,
 		Args: args(0, ""),
@@ -39,16 +42,24 @@ the Go client), peer (Raft) and gossip.`,
 		}
 		out := make([]memberJSON, 0, len(members))
 		for _, m := range members {
-			out = append(out, memberJSON{m.GetName(), m.GetStatus(), m.GetClientAddr(), m.GetPeerAddr(), m.GetGossipAddr()})
+			out = append(out, memberJSON{m.GetName(), m.GetStatus(), m.GetClientAddr(), m.GetPeerAddr(), m.GetGossipAddr(),
+				m.GetDraining(), m.GetRemoved()})
 		}
 		if a.jsonMode() {
 			return a.printJSON(out)
 		}
 		rows := make([][]string, 0, len(out))
 		for _, m := range out {
-			rows = append(rows, []string{m.Name, m.Status, m.ClientAddr, m.PeerAddr, m.GossipAddr})
+			var flags []string
+			if m.Draining {
+				flags = append(flags, "draining")
+			}
+			if m.Removed {
+				flags = append(flags, "removed")
+			}
+			rows = append(rows, []string{m.Name, m.Status, list(flags), m.ClientAddr, m.PeerAddr, m.GossipAddr})
 		}
-		return table(a.stdout, []string{"NAME", "STATUS", "CLIENT", "PEER", "GOSSIP"}, rows)
+		return table(a.stdout, []string{"NAME", "STATUS", "FLAGS", "CLIENT", "PEER", "GOSSIP"}, rows)
 	})
 	return cmd
 }
@@ -60,9 +71,25 @@ type partitionJSON struct {
 	Leader           string   `json:"leader"`
 	LeaderClientAddr string   `json:"leader_client_addr"`
 	Replicas         []string `json:"replicas"`
+	Voters           []string `json:"voters"`
 	NonVoters        []string `json:"nonvoters"`
+	Moving           bool     `json:"moving"`
+	UnderReplicated  bool     `json:"under_replicated"`
 	Term             uint64   `json:"term"`
 	AppliedIndex     uint64   `json:"applied_index"`
+}
+
+// state is the STATE column: what the partition is doing.
+func (p partitionJSON) state() string {
+	switch {
+	case p.UnderReplicated && p.Moving:
+		return "under-replicated,moving"
+	case p.UnderReplicated:
+		return "under-replicated"
+	case p.Moving:
+		return "moving"
+	}
+	return "ok"
 }
 
 func (a *app) partitionsCommand() *cobra.Command {
@@ -70,9 +97,12 @@ func (a *app) partitionsCommand() *cobra.Command {
 		Use:   "partitions",
 		Short: "List the partitions, their leaders and replicas",
 		Long: `List every partition: its range of the 64-bit xxhash space, its Raft leader
-(empty when none is known) and its replicas (node names; a replica still
-catching up is a non-voter, marked "+" in table output), as the answering
-node sees them. Hash bounds print as hexadecimal strings.`,
+(empty when none is known), its voters and nonvoters (replicas still
+catching up; "-" when none), and its state: moving (the voters differ from
+the desired placement, or a nonvoter is catching up), under-replicated
+(fewer than R voters alive) or ok, as the answering node sees them. Hash
+bounds print as hexadecimal strings. kvctl plan shows what would happen
+next.`,
 		Example: `  kvctl partitions
   kvctl partitions -o json`,
 		Args: args(0, ""),
@@ -95,41 +125,51 @@ node sees them. Hash bounds print as hexadecimal strings.`,
 			if leader == "" {
 				leader = "(none)"
 			}
-			replicas := make([]string, 0, len(p.Replicas))
-			for _, r := range p.Replicas {
-				for _, nv := range p.NonVoters {
-					if nv == r {
-						r += "+"
-					}
-				}
-				replicas = append(replicas, r)
-			}
-			rows = append(rows, []string{strconv.FormatUint(uint64(p.ID), 10), leader, strings.Join(replicas, ","),
+			rows = append(rows, []string{strconv.FormatUint(uint64(p.ID), 10), leader, list(p.Voters), list(p.NonVoters), p.state(),
 				strconv.FormatUint(p.Term, 10), strconv.FormatUint(p.AppliedIndex, 10), p.HashStart + "-" + p.HashEnd})
 		}
-		return table(a.stdout, []string{"ID", "LEADER", "REPLICAS", "TERM", "APPLIED", "HASH RANGE"}, rows)
+		return table(a.stdout, []string{"ID", "LEADER", "VOTERS", "NONVOTERS", "STATE", "TERM", "APPLIED", "HASH RANGE"}, rows)
 	})
 	return cmd
 }
 
 func partitionOf(p *ringkvv1.Partition) partitionJSON {
-	out := partitionJSON{
+	voters, nonvoters, _ := replicaSets(p)
+	return partitionJSON{
 		ID:               p.GetId(),
 		HashStart:        fmt.Sprintf("0x%016x", p.GetHashStart()),
 		HashEnd:          fmt.Sprintf("0x%016x", p.GetHashEnd()),
 		Leader:           p.GetLeader(),
 		LeaderClientAddr: p.GetLeaderClientAddr(),
 		Replicas:         append([]string{}, p.GetReplicas()...),
-		NonVoters:        []string{},
+		Voters:           append([]string{}, voters...),
+		NonVoters:        append([]string{}, nonvoters...),
+		Moving:           p.GetMoving(),
+		UnderReplicated:  p.GetUnderReplicated(),
 		Term:             p.GetTerm(),
 		AppliedIndex:     p.GetAppliedIndex(),
 	}
+}
+
+// replicaSets returns a partition's voters and nonvoters: the fields a
+// current node fills, else (an older node) the replica details. known is
+// false when no node reported the partition; voters are then the replicas
+// the answering node listed, its desired placement.
+func replicaSets(p *ringkvv1.Partition) (voters, nonvoters []string, known bool) {
+	if len(p.GetVoters()) > 0 || len(p.GetNonvoters()) > 0 {
+		return p.GetVoters(), p.GetNonvoters(), true
+	}
+	if len(p.GetReplicaDetails()) == 0 {
+		return p.GetReplicas(), nil, false
+	}
 	for _, r := range p.GetReplicaDetails() {
 		if r.GetSuffrage() == "nonvoter" {
-			out.NonVoters = append(out.NonVoters, r.GetNode())
+			nonvoters = append(nonvoters, r.GetNode())
+		} else {
+			voters = append(voters, r.GetNode())
 		}
 	}
-	return out
+	return voters, nonvoters, true
 }
 
 type statusJSON struct {
@@ -143,6 +183,10 @@ type statusJSON struct {
 	ReplicasHosted          uint32 `json:"replicas_hosted"`
 	LeadersHosted           uint32 `json:"leaders_hosted"`
 	PartitionsWithoutLeader uint32 `json:"partitions_without_leader"`
+	UnderReplicated         uint32 `json:"under_replicated"`
+	Moving                  uint32 `json:"moving"`
+	Draining                bool   `json:"draining"`
+	RaftBytesSent           uint64 `json:"raft_bytes_sent"`
 	Version                 string `json:"version,omitempty"`
 	Ready                   bool   `json:"ready"`
 	Error                   string `json:"error,omitempty"`
@@ -154,7 +198,10 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show the status of every endpoint's node",
 		Long: `Ask the node behind each endpoint in --endpoints for its status: cluster id,
 members alive, replicas and leaders it hosts, partitions without a leader
-(cluster-wide, as it sees them), version and readiness.
+(cluster-wide, as it sees them), among the partitions it leads those
+under-replicated (fewer than R voters alive) and those moving a replica,
+version and readiness. JSON adds whether the node is draining and the bytes
+it has sent to Raft peers since it started (raft_bytes_sent).
 
 Exits 1 when any endpoint could not answer; the others are still shown
 (in JSON: one array, with an "error" field on the failed entries).`,
@@ -212,6 +259,8 @@ func nodeStatus(ctx context.Context, c *client.Client, endpoint string) statusJS
 		MembersAlive: st.GetMembersAlive(), MembersTotal: st.GetMembersTotal(),
 		ReplicasHosted: st.GetReplicasHosted(), LeadersHosted: st.GetLeadersHosted(),
 		PartitionsWithoutLeader: st.GetPartitionsWithoutLeader(), Version: st.GetVersion(), Ready: st.GetReady(),
+		UnderReplicated: st.GetUnderReplicated(), Moving: st.GetMoving(), Draining: st.GetDraining(),
+		RaftBytesSent: st.GetRaftBytesSent(),
 	}
 }
 
@@ -219,7 +268,7 @@ func (a *app) printStatus(out []statusJSON) error {
 	if a.jsonMode() {
 		return a.printJSON(out)
 	}
-	header := []string{"ENDPOINT", "NODE", "CLUSTER", "READY", "ALIVE", "REPLICAS", "LEADS", "LEADERLESS", "VERSION"}
+	header := []string{"ENDPOINT", "NODE", "CLUSTER", "READY", "ALIVE", "REPLICAS", "LEADS", "LEADERLESS", "UNDER-REPL", "MOVING", "VERSION"}
 	rows := make([][]string, 0, len(out))
 	failed := false
 	for _, s := range out {
@@ -235,7 +284,8 @@ func (a *app) printStatus(out []statusJSON) error {
 			fmt.Sprintf("%d/%d", s.MembersAlive, s.MembersTotal),
 			fmt.Sprintf("%d/%d", s.ReplicasHosted, s.PartitionCount),
 			strconv.FormatUint(uint64(s.LeadersHosted), 10),
-			strconv.FormatUint(uint64(s.PartitionsWithoutLeader), 10), s.Version})
+			strconv.FormatUint(uint64(s.PartitionsWithoutLeader), 10),
+			strconv.FormatUint(uint64(s.UnderReplicated), 10), strconv.FormatUint(uint64(s.Moving), 10), s.Version})
 	}
 	if failed {
 		header = append(header, "ERROR")
@@ -244,7 +294,11 @@ func (a *app) printStatus(out []statusJSON) error {
 		}
 		for _, s := range out {
 			if s.Error != "" {
-				rows = append(rows, []string{s.Endpoint, "-", "-", "-", "-", "-", "-", "-", "-", s.Error})
+				row := []string{s.Endpoint}
+				for len(row) < len(header)-1 {
+					row = append(row, "-")
+				}
+				rows = append(rows, append(row, s.Error))
 			}
 		}
 	}

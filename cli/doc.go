@@ -7,17 +7,21 @@
 // # Output contract
 //
 //   - Table mode (default) is for people: raw values for get, aligned
-//     columns for members, partitions and status, one line for writes.
+//     columns for members, partitions, status and plan, one line for
+//     writes, drain, undrain and remove. drain --wait prints progress
+//     lines (on stderr in JSON mode; one live line on a terminal).
 //   - With -o json, exactly one JSON document goes to stdout, errors
 //     included: {"error": "key not found", "code": "not_found"}. Codes:
-//     not_found, invalid_argument, unavailable, outcome_unknown, timeout,
-//     usage, error.
+//     not_found, invalid_argument, failed_precondition, unavailable,
+//     outcome_unknown, timeout, usage, error.
 //   - Keys and values are JSON strings when they are valid UTF-8, otherwise
 //     the object {"base64": "<standard base64 with padding>"}.
 //   - Errors also print one line on stderr, "kvctl: <reason>", with the
 //     server's reason (for example "kvctl: invalid argument: key is 5000
 //     bytes; the limit is 4096 bytes"); a missing key prints
-//     "kvctl: key not found".
+//     "kvctl: key not found"; a refusal (failed_precondition) prints the
+//     server's advice as it is, e.g. "kvctl: node n4 is alive: drain it
+//     (kvctl drain n4 --wait), stop it, then remove it".
 //   - Exit status: 0 on success (a compare-and-swap that did not swap and a
 //     delete of a missing key are successes), 1 on errors, 2 on usage
 //     errors.

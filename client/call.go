@@ -174,6 +174,9 @@ func classify(err error, attemptTimedOut, write bool) verdict {
 			return verdict{final: newError(ErrNotFound, err, "%s", msg)}
 		case connect.CodeInvalidArgument, connect.CodeOutOfRange:
 			return verdict{final: newError(ErrInvalidArgument, err, "%s", msg)}
+		case connect.CodeFailedPrecondition:
+			// Retrying cannot help until an operator changes the cluster.
+			return verdict{final: newError(ErrFailedPrecondition, err, "%s", msg)}
 		case connect.CodeUnavailable, connect.CodeResourceExhausted, connect.CodeAborted:
 			// The server did not apply it: no leader, no quorum, or
 			// overloaded. Another node or a later moment may do better.

@@ -24,10 +24,22 @@
 //     timing out after Config.RequestTimeout) are retried after a backoff
 //     with full jitter, up to Config.MaxAttempts attempts, and never past
 //     the caller's context. Answers that no retry can change (ErrNotFound,
-//     ErrInvalidArgument) are returned at once.
+//     ErrInvalidArgument, ErrFailedPrecondition) are returned at once.
 //   - Every error wraps one sentinel (ErrNotFound, ErrUnavailable,
-//     ErrInvalidArgument, ErrOutcomeUnknown, ErrClosed), and its text carries
-//     the server's reason.
+//     ErrInvalidArgument, ErrFailedPrecondition, ErrOutcomeUnknown,
+//     ErrClosed), and its text carries the server's reason.
+//
+// # Operating the cluster
+//
+// Besides keys, a Client asks about and changes the cluster's shape:
+// Members, Partitions and Status describe it; Plan shows what the cluster
+// would do next and changes nothing; Drain moves every replica and
+// leadership off a node before it is stopped (Undrain reverses it); Remove
+// declares a stopped node gone for good, so that its replicas are replaced
+// at once. Drain, Undrain and Remove are idempotent, so they are retried
+// like reads and never return ErrOutcomeUnknown. A refusal (removing a node
+// that is still alive, draining one that is not) is ErrFailedPrecondition
+// with the server's advice; an unknown node name is ErrNotFound.
 //
 // # Outcome unknown
 //

@@ -13,7 +13,8 @@ import (
 // Failures the cluster reports with another code (internal errors, for
 // example) wrap the underlying *connect.Error instead.
 var (
-	// ErrNotFound: the key does not exist. Never retried.
+	// ErrNotFound: the key does not exist, or (Drain, Undrain, Remove) no
+	// member has the node name given. Never retried.
 	ErrNotFound = errors.New("ringkv: not found")
 	// ErrUnavailable: no node could serve the request before the attempts or
 	// the caller's context ran out (no leader, no quorum, nodes unreachable).
@@ -28,6 +29,10 @@ var (
 	// Read the key to find out; retrying the same operation through a new
 	// call is a new write.
 	ErrOutcomeUnknown = errors.New("ringkv: outcome unknown")
+	// ErrFailedPrecondition: the cluster refused the request in its current
+	// state, for example removing a node that is still alive or draining one
+	// that is dead; the message says what to do first. Never retried.
+	ErrFailedPrecondition = errors.New("ringkv: failed precondition")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("ringkv: client closed")
 )

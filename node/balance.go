@@ -13,7 +13,7 @@ import (
 // looks only at its own excess and hands one partition at a time to the
 // voter that leads the fewest, so nodes never fight over the same partition.
 func (n *Node) balanceLeaders() {
-	defer n.wg.Done()
+	defer n.ctrl.Done()
 	if n.cfg.LeaderBalanceInterval <= 0 {
 		return
 	}

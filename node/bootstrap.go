@@ -118,7 +118,7 @@ func clusterID(members []initialMember, nonces map[string]uint64) string {
 // bootstrapWhenReady forms a new cluster once --bootstrap-expect nodes without
 // a cluster have met, or adopts the cluster it finds when it joins one.
 func (n *Node) bootstrapWhenReady() {
-	defer n.wg.Done()
+	defer n.ctrl.Done()
 	var lastLog time.Time
 	for {
 		if n.ident().ClusterID != "" {

@@ -53,7 +53,8 @@ type Node struct {
 	sentBytes    atomic.Uint64 // bytes sent to Raft peers by every replica
 	logThrottle  *replica.LogThrottle
 	stop         chan struct{}
-	wg           sync.WaitGroup
+	wg           sync.WaitGroup // the port servers
+	ctrl         sync.WaitGroup // the controllers; Stop waits for them before closing replicas
 	stopOnce     sync.Once
 }
 
@@ -147,13 +148,13 @@ func (n *Node) Start() error {
 		}
 		n.bootstrapped.Store(true)
 	}
-	n.wg.Add(4)
+	n.ctrl.Add(4)
 	go n.joinLoop()
 	go n.publishLeadership()
 	go n.balanceLeaders()
 	go n.reconcile()
 	if !id.Bootstrapped {
-		n.wg.Add(1)
+		n.ctrl.Add(1)
 		go n.bootstrapWhenReady()
 	}
 	n.log.Info("node started", "client", n.ClientAddr(), "peer", n.PeerAddr(), "gossip", n.gossip.Local().Addr,
@@ -178,6 +179,9 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stop)
+		// Controllers open and close replicas: let them finish first (each of
+		// their steps is bounded by the request timeout).
+		n.ctrl.Wait()
 		if n.httpSrv != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = n.httpSrv.Shutdown(ctx)
@@ -277,7 +281,7 @@ func (n *Node) meta() membership.Meta {
 // joinLoop keeps trying --join until gossip has reached another node, then
 // keeps the node connected if it ever finds itself alone.
 func (n *Node) joinLoop() {
-	defer n.wg.Done()
+	defer n.ctrl.Done()
 	self := n.gossip.Local().Addr
 	var addrs []string
 	for _, a := range n.cfg.Join {
@@ -417,7 +421,7 @@ func (n *Node) onLeaderChange(pid uint32, isLeader bool) {
 
 // publishLeadership gossips the leadership bitmap, at most every 100 ms.
 func (n *Node) publishLeadership() {
-	defer n.wg.Done()
+	defer n.ctrl.Done()
 	for {
 		select {
 		case <-n.stop:

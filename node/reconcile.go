@@ -25,7 +25,7 @@ const catchUpSlack = 128
 // partition at a time, as partition.Plan decides), and it deletes its
 // replicas whose removal has been committed.
 func (n *Node) reconcile() {
-	defer n.wg.Done()
+	defer n.ctrl.Done()
 	changes := n.gossip.Changes()
 	for {
 		select {

@@ -8,6 +8,13 @@
 // would (the receipt names the leader); without a leader they fail with
 // Unavailable. It has no Raft and no persistence: it checks the wire
 // contract, not the cluster.
+//
+// Placement is a simple model: each partition has voters and nonvoters
+// (every node a voter at first), each node a draining and a removed flag,
+// and the real planner (partition.Plan) says what should happen next.
+// Nothing moves by itself: a test calls Step to apply one configuration
+// step per partition, the way leaders would, for example from a Hook on
+// Partitions calls so that the cluster converges while a tool polls it.
 package clienttest
 
 import (
@@ -54,12 +61,16 @@ type Cluster struct {
 	Nodes []*Node
 	Ring  partition.Ring
 
-	mu      sync.Mutex
-	data    map[string]entry
-	index   uint64
-	dedup   map[[2]uint64]proto.Message
-	leaders []int // partition -> node index, -1: none
-	members []*ringkvv1.Member
+	mu        sync.Mutex
+	data      map[string]entry
+	index     uint64
+	dedup     map[[2]uint64]proto.Message
+	leaders   []int // partition -> node index, -1: none
+	members   []*ringkvv1.Member
+	replicas  int        // R
+	voters    [][]string // partition -> voter names
+	nonvoters [][]string // partition -> nonvoter names
+	sent      []uint64   // node index -> Raft bytes sent
 }
 
 type entry struct {
@@ -84,8 +95,8 @@ type Node struct {
 	calls []Call
 }
 
-// NewCluster starts n fake nodes with p partitions, all led by node 0, and
-// stops them when the test ends.
+// NewCluster starts n fake nodes with p partitions, all led by node 0 and
+// replicated on every node (R = n), and stops them when the test ends.
 func NewCluster(t testing.TB, n, p int) *Cluster {
 	t.Helper()
 	ring, err := partition.NewRing(p)
@@ -93,10 +104,14 @@ func NewCluster(t testing.TB, n, p int) *Cluster {
 		t.Fatalf("clienttest: %v", err)
 	}
 	c := &Cluster{
-		Ring:    ring,
-		data:    make(map[string]entry),
-		dedup:   make(map[[2]uint64]proto.Message),
-		leaders: make([]int, p),
+		Ring:      ring,
+		data:      make(map[string]entry),
+		dedup:     make(map[[2]uint64]proto.Message),
+		leaders:   make([]int, p),
+		replicas:  n,
+		voters:    make([][]string, p),
+		nonvoters: make([][]string, p),
+		sent:      make([]uint64, n),
 	}
 	for i := range n {
 		node := &Node{Name: fmt.Sprintf("node%d", i+1), cluster: c}
@@ -117,6 +132,11 @@ func NewCluster(t testing.TB, n, p int) *Cluster {
 			Name: node.Name, Status: "alive", ClientAddr: node.Addr,
 			PeerAddr: fmt.Sprintf("127.0.0.1:%d", 7201+i), GossipAddr: fmt.Sprintf("127.0.0.1:%d", 7301+i),
 		})
+	}
+	for id := range c.voters {
+		for _, node := range c.Nodes {
+			c.voters[id] = append(c.voters[id], node.Name)
+		}
 	}
 	return c
 }
