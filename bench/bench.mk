@@ -1,0 +1,28 @@
+# Peer comparison and profiles (issue 5), included by the top Makefile.
+# The etcd load generator and the report tool are a separate Go module
+# (bench/etcdbench) so that the etcd client never enters RingKV's go.mod.
+BENCH_BIN := bench/bin
+
+.PHONY: compare profile bench-tools bench-check bench-clean
+
+## bench-tools: build bench/bin/etcdbench and bench/bin/benchreport.
+bench-tools:
+	cd bench/etcdbench && $(GO) build -o ../bin/ . ./benchreport
+
+## compare: etcd (installed with apt-get if absent) and RingKV, same workloads, one after the other.
+compare: build bench-tools
+	./bench/compare.sh
+
+## profile: CPU profiles of every kvd (kvd --pprof) at rest and under the 64-client put and strong-get workloads.
+profile: build
+	./bench/profile.sh
+
+## bench-check: gofmt, go vet and tests of the bench module; bash -n (and shellcheck, if installed) of the scripts.
+bench-check:
+	@out=$$(cd bench/etcdbench && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	cd bench/etcdbench && $(GO) vet ./... && $(GO) test -count=1 ./...
+	bash -n bench/lib.sh bench/compare.sh bench/profile.sh
+	if command -v shellcheck >/dev/null; then shellcheck -x bench/lib.sh bench/compare.sh bench/profile.sh; fi
+
+bench-clean:
+	rm -rf $(BENCH_BIN)

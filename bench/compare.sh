@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# make compare: the same workloads against a fresh 3-member etcd cluster, then
+# against a fresh 3-node RingKV cluster, never both at once, and a table with
+# the RingKV/etcd ratio per workload. Results (JSON per run, machine load
+# before each, server CPU, the table as JSON and markdown, server logs) go to
+# bench/results/<UTC timestamp>/.
+#
+# Knobs (environment): DURATION (10s) per workload, CLIENTS (64), PARTITIONS
+# (64), VALUE_SIZE (100), KEYS (10000), IDLE_SECONDS (10: the servers' CPU is
+# also measured with no load, after start), CONNS (default: the bench tools'
+# min(clients, 8) connections per node), SYSTEMS ("etcd ringkv"; name one to
+# run one side), RESULTS_DIR, and the binaries KVD, KVCTL, ETCDBENCH,
+# BENCHREPORT (defaults: ./bin/kvd, ./bin/kvctl, bench/bin/etcdbench,
+# bench/bin/benchreport; `make compare` builds them) and RINGKV_VERSION (what
+# to record for them; default `git describe`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+
+DURATION=${DURATION:-10s}
+CLIENTS=${CLIENTS:-64}
+PARTITIONS=${PARTITIONS:-64}
+VALUE_SIZE=${VALUE_SIZE:-100}
+KEYS=${KEYS:-10000}
+IDLE_SECONDS=${IDLE_SECONDS:-10}
+CONNS=${CONNS:-}
+SYSTEMS=${SYSTEMS:-etcd ringkv}
+KVD=${KVD:-./bin/kvd}
+KVCTL=${KVCTL:-./bin/kvctl}
+ETCDBENCH=${ETCDBENCH:-bench/bin/etcdbench}
+BENCHREPORT=${BENCHREPORT:-bench/bin/benchreport}
+results=${RESULTS_DIR:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}
+
+# A bench run stops by itself after DURATION (plus its pre-load); the
+# backstop only catches a hung tool.
+case $DURATION in
+  *ms) dur_s=1 ;;
+  *s) dur_s=${DURATION%s} ;;
+  *m) dur_s=$((${DURATION%m} * 60)) ;;
+  *h) dur_s=$((${DURATION%h} * 3600)) ;;
+  *) dur_s=x ;;
+esac
+[[ $dur_s =~ ^[0-9]+$ ]] || die "DURATION=$DURATION: use whole units such as 10s, 2m or 500ms"
+backstop=$((dur_s * 2 + 300))
+if ! [[ $IDLE_SECONDS =~ ^[0-9]+$ ]] || ((IDLE_SECONDS == 0)); then
+  die "IDLE_SECONDS must be a whole number above 0"
+fi
+
+for bin in "$KVD" "$KVCTL" "$ETCDBENCH" "$BENCHREPORT"; do
+  [[ -x $bin ]] || die "$bin is missing: run 'make compare' (it builds everything first)"
+done
+
+tmp=$(mktemp -d /tmp/ringkv-compare.XXXXXX)
+bench_pid=""
+cleanup() {
+  if [[ -n $bench_pid ]]; then
+    kill -TERM "$bench_pid" 2>/dev/null || true
+    wait "$bench_pid" 2>/dev/null || true
+  fi
+  stop_servers
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'log "interrupted; stopping the cluster"; exit 130' INT TERM
+
+mkdir -p "$results/load" "$results/logs"
+conns_flag=()
+[[ -n $CONNS ]] && conns_flag=(--conns "$CONNS")
+
+# workloads: name | bench flags. The names are what benchreport expects.
+workloads=(
+  "put-1|--op put --clients 1"
+  "put|--op put --clients $CLIENTS"
+  "get-strong|--op get --consistency strong --clients $CLIENTS"
+  "get-eventual|--op get --consistency eventual --clients $CLIENTS"
+  "mixed-strong|--op mixed --ratio 0.9 --consistency strong --clients $CLIENTS"
+)
+
+# children_cpu_ms VAR sets VAR to the user+system CPU milliseconds of this
+# shell's finished children (the load generators, which share the cores with
+# the servers). `times` must run in this shell, not in a subshell: hence no
+# $(...) and the file.
+children_cpu_ms() {
+  local u s total=0 t m sec
+  times >"$tmp/times"
+  { read -r _ _; read -r u s; } <"$tmp/times"
+  for t in "$u" "$s"; do  # like 1m2.345s
+    m=${t%%m*} sec=${t#*m}
+    sec=${sec%s}
+    total=$((total + m * 60000 + ${sec%.*} * 1000 + 10#${sec#*.}))
+  done
+  printf -v "$1" '%d' "$total"
+}
+
+# run_workloads SYSTEM CMD... runs every workload with CMD plus its flags,
+# saving the JSON result, the machine load before it and the CPU the servers
+# and the load generator spent during it (pre-load included).
+run_workloads() {
+  local sys=$1 w name flags out t0 t1 c0 c1 status
+  shift
+  mkdir -p "$results/$sys"
+  for w in "${workloads[@]}"; do
+    name=${w%%|*}
+    read -r -a flags <<<"${w#*|}"
+    uptime >"$results/load/$sys-$name.txt"
+    t0=$(server_cpu_ticks)
+    children_cpu_ms c0
+    # In the background, so that Ctrl-C interrupts the wait at once (bash
+    # runs no trap while a foreground child that handles SIGINT runs).
+    timeout -k 10 "$backstop" "$@" --duration "$DURATION" --value-size "$VALUE_SIZE" --keys "$KEYS" \
+      --timeout 10s -o json "${conns_flag[@]}" "${flags[@]}" >"$tmp/out.json" &
+    bench_pid=$!
+    if wait "$bench_pid"; then status=0; else status=$?; fi
+    bench_pid=""
+    ((status == 0)) || log "$sys $name: the bench tool failed (exit $status); see its JSON or stderr above"
+    out=$(cat "$tmp/out.json")
+    t1=$(server_cpu_ticks)
+    children_cpu_ms c1
+    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$results/$sys/$name.cpu"
+    echo "$((c1 - c0))" >"$results/$sys/$name.clientcpu"
+    [[ -n $out ]] && echo "$out" >"$results/$sys/$name.json"
+    log "$sys $name: ${out:-no result}"
+  done
+}
+
+# measure_idle SYSTEM: the servers' CPU over IDLE_SECONDS with no load.
+measure_idle() {
+  local t0 t1
+  mkdir -p "$results/$1"
+  sleep 2
+  t0=$(server_cpu_ticks)
+  sleep "$IDLE_SECONDS"
+  t1=$(server_cpu_ticks)
+  echo "$((t1 - t0)) $(getconf CLK_TCK) $IDLE_SECONDS" >"$results/$1/idle.cpu"
+  log "$1 idle: $((t1 - t0)) CPU ticks in ${IDLE_SECONDS}s"
+}
+
+{
+  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "machine=$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "duration=$DURATION"
+  echo "clients=$CLIENTS"
+  echo "conns=${CONNS:-min(clients, 8) per node}"
+  echo "partitions=$PARTITIONS"
+  echo "value_size=$VALUE_SIZE"
+  echo "keys=$KEYS"
+  echo "ringkv=${RINGKV_VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)} ($KVD)"
+} >"$results/meta.txt"
+
+start=$SECONDS
+for sys in $SYSTEMS; do
+  case $sys in
+    etcd)
+      ensure_etcd
+      echo "etcd=$(etcd --version | sed -n 1p)" >>"$results/meta.txt"
+      log "starting etcd (3 members, client ports 7441-7443)"
+      start_etcd "$tmp"
+      measure_idle etcd
+      run_workloads etcd "$ETCDBENCH" --endpoints 127.0.0.1:7441,127.0.0.1:7442,127.0.0.1:7443
+      stop_servers
+      cp "$tmp"/e*.log "$results/logs/"
+      ;;
+    ringkv)
+      log "starting RingKV (3 nodes, $PARTITIONS partitions, client ports 7121-7123)"
+      start_ringkv "$tmp" 2
+      measure_idle ringkv
+      run_workloads ringkv "$KVCTL" --endpoints 127.0.0.1:7121,127.0.0.1:7122,127.0.0.1:7123 bench
+      stop_servers
+      cp "$tmp"/c*.log "$results/logs/"
+      ;;
+    *) die "SYSTEMS: unknown system $sys (use etcd and/or ringkv)" ;;
+  esac
+done
+echo "elapsed=$((SECONDS - start))s" >>"$results/meta.txt"
+
+"$BENCHREPORT" "$results"
+log "results in $results (compare.md, compare.json)"

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "meta.txt"), "duration=10s\nclients=64\n")
+	bench := func(ops, opsPerSec, p50, p99 float64) string {
+		b, _ := json.Marshal(map[string]any{"clients": 64, "ops": ops, "ops_per_sec": opsPerSec, "p50_ms": p50, "p99_ms": p99})
+		return string(b)
+	}
+	write(t, filepath.Join(dir, "etcd", "put.json"), bench(1000, 100, 10, 40))
+	write(t, filepath.Join(dir, "ringkv", "put.json"), bench(2500, 250, 4, 30))
+	write(t, filepath.Join(dir, "etcd", "get-strong.json"), bench(1000, 100, 10, 40))
+	write(t, filepath.Join(dir, "ringkv", "get-strong.json"), bench(3000, 300, 4, 50)) // p99 worse
+	write(t, filepath.Join(dir, "etcd", "put-1.json"), bench(100, 10, 1, 2))
+	write(t, filepath.Join(dir, "ringkv", "put.cpu"), "250 100\n")
+	write(t, filepath.Join(dir, "ringkv", "idle.cpu"), "30 100 10\n") // 0.3 s in 10 s
+	write(t, filepath.Join(dir, "load", "etcd-put.txt"), " 06:25:56 up 22 min,  0 user,  load average: 3.06, 6.81, 5.39\n")
+
+	var out strings.Builder
+	if err := run(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Meta map[string]string  `json:"meta"`
+		Rows []row              `json:"rows"`
+		Idle map[string]float64 `json:"idle_cpu_pct_of_core"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "compare.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]row{}
+	for _, r := range got.Rows {
+		rows[r.Workload] = r
+	}
+	tests := []struct {
+		workload, met string
+		ratio         float64 // 0: none
+	}{
+		{"put", "yes", 2.5},
+		{"get-strong", "no", 3},  // ops/s met, p99 not
+		{"put-1", "-", 0},        // no RingKV result
+		{"mixed-strong", "-", 0}, // no target, no data
+	}
+	for _, tc := range tests {
+		r := rows[tc.workload]
+		if r.Met != tc.met || (tc.ratio == 0) != (r.Ratio == nil) || (r.Ratio != nil && *r.Ratio != tc.ratio) {
+			t.Errorf("%s: met %q ratio %v, want %q and %v", tc.workload, r.Met, r.Ratio, tc.met, tc.ratio)
+		}
+	}
+	if r := rows["put"]; r.RingKV.CPUMicrosPerOp == nil || *r.RingKV.CPUMicrosPerOp != 1000 || r.Etcd.Load1 == nil || *r.Etcd.Load1 != 3.06 {
+		t.Errorf("put: cpu/op %v load1 %v, want 1000 us and 3.06", r.RingKV.CPUMicrosPerOp, r.Etcd.Load1)
+	}
+	if _, ok := got.Idle["etcd"]; got.Idle["ringkv"] != 3 || ok || !strings.Contains(out.String(), "RingKV 3.0%") {
+		t.Errorf("idle %v, want RingKV at 3%% of a core and no etcd; table:\n%s", got.Idle, out.String())
+	}
+	if got.Meta["duration"] != "10s" || !strings.Contains(out.String(), "put, 64 clients") {
+		t.Errorf("meta %v; table:\n%s", got.Meta, out.String())
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "compare.md"))
+	if err != nil || !strings.Contains(string(md), "| put, 64 clients | 100 | 250 | 2.50x |") {
+		t.Errorf("compare.md lacks the put row: %v\n%s", err, md)
+	}
+}
