@@ -167,7 +167,7 @@ func (s clusterService) Status(ctx context.Context, _ *connect.Request[ringkvv1.
 		ReplicationFactor: uint32(id.Replicas),
 		Version:           Version,
 	}
-	for _, m := range n.gossip.Members() {
+	for _, m := range n.memberView().list {
 		out.MembersTotal++
 		if m.Status == membership.StatusAlive {
 			out.MembersAlive++

@@ -49,6 +49,7 @@ type Node struct {
 	leading     []byte // bitmap of partitions this node leads
 	leadChanged chan struct{}
 
+	members      atomic.Pointer[memberSnapshot]
 	bootstrapped atomic.Bool
 	sentBytes    atomic.Uint64 // bytes sent to Raft peers by every replica
 	logThrottle  *replica.LogThrottle
@@ -313,7 +314,7 @@ func (n *Node) joinLoop() {
 // aliveMembers returns the alive members (self included), sorted by name.
 func (n *Node) aliveMembers() []membership.Member {
 	var out []membership.Member
-	for _, m := range n.gossip.Members() {
+	for _, m := range n.memberView().list {
 		if m.Status == membership.StatusAlive {
 			out = append(out, m)
 		}
@@ -324,13 +325,35 @@ func (n *Node) aliveMembers() []membership.Member {
 
 // member returns what gossip knows of the named node.
 func (n *Node) member(name string) (membership.Member, bool) {
-	for _, m := range n.gossip.Members() {
-		if m.Meta.Name == name {
-			return m, true
-		}
-	}
-	return membership.Member{}, false
+	m, ok := n.memberView().byName[name]
+	return m, ok
 }
+
+// memberSnapshot is gossip's member table at one moment.
+type memberSnapshot struct {
+	at     time.Time
+	list   []membership.Member // sorted by name
+	byName map[string]membership.Member
+}
+
+// memberView returns gossip's members as of at most memberViewTTL ago. Every
+// Raft RPC resolves its peer's address through it, so it must not copy the
+// gossip table each time; liveness moves in seconds, so a few milliseconds
+// of staleness cost nothing.
+func (n *Node) memberView() *memberSnapshot {
+	if s := n.members.Load(); s != nil && time.Since(s.at) < memberViewTTL {
+		return s
+	}
+	list := n.gossip.Members()
+	s := &memberSnapshot{at: time.Now(), list: list, byName: make(map[string]membership.Member, len(list))}
+	for _, m := range list {
+		s.byName[m.Meta.Name] = m
+	}
+	n.members.Store(s)
+	return s
+}
+
+const memberViewTTL = 50 * time.Millisecond
 
 // replica returns the local replica of partition pid, if this node hosts one.
 func (n *Node) replica(pid uint32) *replica.Replica {

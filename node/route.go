@@ -75,7 +75,7 @@ func (n *Node) leaderClientAddr(pid uint32) string {
 		}
 		// A replica not added to its group yet knows no leader: ask gossip.
 	}
-	for _, m := range n.gossip.Members() {
+	for _, m := range n.memberView().list {
 		if m.Status == membership.StatusAlive && bitSet(m.Meta.Leading, pid) {
 			return m.Meta.ClientAddr
 		}
