@@ -90,7 +90,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:      1000 * time.Millisecond,
 		ElectionTimeout:       1000 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
-		CommitTimeout:         50 * time.Millisecond,
+		CommitTimeout:         200 * time.Millisecond,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}

@@ -80,7 +80,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      50 * time.Millisecond,
+		CommitTimeout:      200 * time.Millisecond,
 		MaxAppendEntries:   256,
 		SnapshotInterval:   60 * time.Second,
 		SnapshotThreshold:  16384,
