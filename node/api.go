@@ -182,11 +182,11 @@ func proposeOrForward[Req, Resp any](ctx context.Context, n *Node, req *connect.
 		if r == nil || !r.IsLeader() {
 			out, err := forward(ctx, n, req, pid, false, true, call)
 			resp = out
-			return err
+			return idempotentRetry(err, cmd)
 		}
 		results, _, err := r.Propose(ctx, []raftfsm.Command{cmd})
 		if err != nil {
-			return err
+			return idempotentRetry(err, cmd)
 		}
 		res = results[0]
 		return nil
@@ -230,7 +230,24 @@ func (n *Node) withRetry(ctx context.Context, attempt func(context.Context) erro
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrNoLeader) || errors.Is(err, errNoRoute)
+	return errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrNoLeader) ||
+		errors.Is(err, errNoRoute) || errors.Is(err, errRetryWrite)
+}
+
+// errRetryWrite marks a write whose outcome is unknown but that carries a
+// request id: proposing it again (here or at the new leader) is safe, since
+// the state machine answers a repeated request id with the first result.
+var errRetryWrite = errors.New("retrying a write with the same request id")
+
+// idempotentRetry makes an outcome-unknown write retryable when it has a
+// request id, so a leadership change during a write costs a retry, not an
+// "outcome unknown" answer. If the retries run out, the answer is still
+// outcome unknown.
+func idempotentRetry(err error, cmd raftfsm.Command) error {
+	if err != nil && cmd.ClientID != 0 && errors.Is(err, replica.ErrOutcomeUnknown) {
+		return fmt.Errorf("%w: %w", errRetryWrite, err)
+	}
+	return err
 }
 
 func (n *Node) checkKey(key []byte) error {

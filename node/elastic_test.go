@@ -80,7 +80,8 @@ func TestJoinDrainAndDeadNodeReplacement(t *testing.T) {
 	kv := kvClient(c.nodes[0])
 	const keys = 200
 	for i := range keys {
-		_, err := kv.Put(ctx, connect.NewRequest(&ringkvv1.PutRequest{Key: fmt.Appendf(nil, "k%03d", i), Value: fmt.Appendf(nil, "v%03d", i)}))
+		_, err := kv.Put(ctx, connect.NewRequest(&ringkvv1.PutRequest{Key: fmt.Appendf(nil, "k%03d", i), Value: fmt.Appendf(nil, "v%03d", i),
+			RequestId: &ringkvv1.RequestID{ClientId: 77, Seq: uint64(i + 1), AckBelow: uint64(i + 1)}}))
 		if err != nil {
 			t.Fatal(err)
 		}
