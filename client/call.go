@@ -177,7 +177,11 @@ func classify(err error, attemptTimedOut, write bool) verdict {
 		case connect.CodeFailedPrecondition:
 			// Retrying cannot help until an operator changes the cluster.
 			return verdict{final: newError(ErrFailedPrecondition, err, "%s", msg)}
-		case connect.CodeUnavailable, connect.CodeResourceExhausted, connect.CodeAborted:
+		case connect.CodeResourceExhausted:
+			// The node refused the request's size before reading it: the
+			// same bytes will be refused again.
+			return verdict{final: newError(ErrInvalidArgument, err, "request too large: %s", msg)}
+		case connect.CodeUnavailable, connect.CodeAborted:
 			// The server did not apply it: no leader, no quorum, or
 			// overloaded. Another node or a later moment may do better.
 			return verdict{retry: true, hint: ce.Meta().Get(LeaderHeader)}

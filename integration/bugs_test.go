@@ -19,22 +19,16 @@ import (
 	"github.com/ringkv/ringkv/client"
 )
 
-// skipKnownBug skips a test that reproduces a reported bug unless
-// RINGKV_INTEGRATION_BUGS=1, so that the suite stays green while the bug
-// is open and the test is one variable away.
-func skipKnownBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("RINGKV_INTEGRATION_BUGS") != "1" {
-		t.Skip(why + " (set RINGKV_INTEGRATION_BUGS=1 to run)")
-	}
-}
+// Regression tests for bugs this suite found in kvd. Each TestBug* describes
+// the bug as it was; all are fixed (see integration/README.md) and now guard
+// against their return. A newly found bug gets a test here too, skipped with
+// t.Skip("BUG: ...") only while it is open.
 
 // TestBugClusterAPIBeforeGossip: kvd serves its client port before it has
 // started gossip, so a Members call that arrives during startup dereferences
 // a nil *membership.Gossip (a panic that net/http recovers, and a data race
 // on Node.gossip under -race).
 func TestBugClusterAPIBeforeGossip(t *testing.T) {
-	skipKnownBug(t, "BUG: node.Start serves the client API before startGossip sets n.gossip: Members during startup panics (nil *membership.Gossip) and races")
 	// The window is a few milliseconds wide: try a few fresh starts, with
 	// several callers each.
 	for round := range 5 {
@@ -75,7 +69,6 @@ func TestBugClusterAPIBeforeGossip(t *testing.T) {
 // message (hashicorp/memberlist#306): a data race on every clean stop that
 // coincides with gossip, e.g. with leadership moving away.
 func TestBugGossipLeaveRace(t *testing.T) {
-	skipKnownBug(t, knownRaces[0].bug)
 	c := newCluster(t, 3)
 	c.tolerateKnownBugs = false
 	for round := range 3 {
@@ -98,7 +91,6 @@ func TestBugGossipLeaveRace(t *testing.T) {
 // resource_exhausted as retryable, uploads the value MaxAttempts times and
 // reports ErrUnavailable ("no node could serve it").
 func TestBugHugeValueNotInvalidArgument(t *testing.T) {
-	skipKnownBug(t, "BUG: a value over 2 MiB gets resource_exhausted (HTTP 429) without the limit, and the client retries it into ErrUnavailable")
 	c := newCluster(t, 3)
 	huge := bytes.Repeat([]byte("v"), 3<<20)
 	body, err := proto.Marshal(&ringkvv1.PutRequest{Key: []byte("k"), Value: huge})
@@ -124,7 +116,6 @@ func TestBugHugeValueNotInvalidArgument(t *testing.T) {
 // was certainly never proposed fails with ErrOutcomeUnknown instead of
 // ErrUnavailable.
 func TestBugLeaderlessWriteOutcomeUnknown(t *testing.T) {
-	skipKnownBug(t, "BUG: node.withRetry answers a leaderless write only at the caller's deadline, so the client reports ErrOutcomeUnknown, never ErrUnavailable")
 	c := newCluster(t, 3, "--request-timeout", "5s") // kvd's default
 	c.kill9(1)
 	c.kill9(2)
@@ -152,7 +143,6 @@ func TestBugLeaderlessWriteOutcomeUnknown(t *testing.T) {
 // Node.Stop -> Replica.Close -> WaitGroup.Wait and a goroutine of
 // watchLeadership in logFuture.Error.
 func TestBugStopHangsAfterElection(t *testing.T) {
-	skipKnownBug(t, knownHangs[0].bug)
 	c := newCluster(t, 3)
 	c.tolerateKnownBugs = false
 	for round := range 10 {
@@ -175,7 +165,6 @@ func TestBugStopHangsAfterElection(t *testing.T) {
 // NetworkTransport.genericRPC (RequestVote, RequestPreVote) and
 // handleCommand.
 func TestBugSlowStopDuringElections(t *testing.T) {
-	skipKnownBug(t, "BUG: Replica.Close shuts raft down before closing its transport, so a stop during elections waits out the 10 s RPC timeout")
 	c := newCluster(t, 3)
 	for round := range 5 {
 		c.restartIntoElections()

@@ -16,15 +16,11 @@ type knownBug struct{ signature, bug string }
 // A race report holding one of these signatures is logged, not failed,
 // unless the test clears cluster.tolerateKnownBugs, so that every other test
 // stays a detector of new races.
-var knownRaces = []knownBug{
-	{"membership.(*Gossip).announceLeave", "BUG: membership.(*Gossip).announceLeave passes memberlist's own *Node to SendReliable while memberlist rewrites it (hashicorp/memberlist#306)"},
-}
+var knownRaces = []knownBug{}
 
 // knownHangs are SIGTERM hangs of reported bugs, recognised in the
 // goroutine dump (see TestBugStopHangsAfterElection); tolerated likewise.
-var knownHangs = []knownBug{
-	{"replica.(*Replica).watchLeadership.func1", "BUG: Replica.Close waits forever for a post-election Barrier that raft never answers after Shutdown (hashicorp/raft#498)"},
-}
+var knownHangs = []knownBug{}
 
 // logProblems returns what is wrong in a node log: a panic, a fatal
 // runtime error, a data race (known ones excepted and counted when tolerate

@@ -316,10 +316,20 @@ func (g *Gossip) announceLeave(d time.Duration) {
 		}
 	})
 	msg := append([]byte{msgLeaving}, g.cfg.Name...)
-	for _, n := range g.ml.Members() {
-		if n.Name == g.cfg.Name {
+	// Address peers from this package's own table: the *memberlist.Node
+	// values memberlist hands out are rewritten by its own goroutines on
+	// every alive message (hashicorp/memberlist#306), so reading them races.
+	for _, m := range g.Members() {
+		if m.Meta.Name == g.cfg.Name || (m.Status != StatusAlive && m.Status != StatusSuspect) {
 			continue
 		}
+		host, portStr, err := net.SplitHostPort(m.Addr)
+		port, perr := strconv.ParseUint(portStr, 10, 16)
+		ip := net.ParseIP(host)
+		if err != nil || perr != nil || ip == nil {
+			continue
+		}
+		n := &memberlist.Node{Name: m.Meta.Name, Addr: ip, Port: uint16(port)}
 		wg.Go(func() {
 			if err := g.ml.SendReliable(n, msg); err != nil {
 				g.log.Debug("membership: could not announce leave", "node", n.Name, "err", err)

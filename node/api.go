@@ -210,7 +210,15 @@ func proposeOrForward[Req, Resp any](ctx context.Context, n *Node, req *connect.
 // timeout ends. Only "no leader yet" and "not leader" are retried here: an
 // election or a stale leader hint passes within a few heartbeats.
 func (n *Node) withRetry(ctx context.Context, attempt func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout)
+	budget := n.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		// Answer a little before the caller gives up (Connect and gRPC
+		// carry its deadline), so it hears "unavailable" rather than timing
+		// out and having to assume a write may have happened.
+		left := time.Until(dl)
+		budget = min(budget, left-min(left/10, 250*time.Millisecond))
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	wait := 10 * time.Millisecond
 	for {

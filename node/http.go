@@ -18,8 +18,9 @@ import (
 // plus /metrics, /healthz and /readyz.
 func newHTTPServer(n *Node) *http.Server {
 	// Leave room above the value limit so an oversized value reaches our own
-	// check, which names the limit, rather than the transport's.
-	readMax := int64(n.cfg.MaxValueSize)*2 + int64(n.cfg.MaxKeySize) + 64<<10
+	// check, which names the limit, rather than the transport's (which only
+	// refuses bodies past readMax, with resource_exhausted).
+	readMax := max(int64(n.cfg.MaxValueSize)*4, 16<<20) + 2*int64(n.cfg.MaxKeySize) + 64<<10
 	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(readMax)), connect.WithInterceptors(n.metrics.interceptor())}
 	mux := http.NewServeMux()
 	mux.Handle(ringkvv1connect.NewKVHandler(kvService{n}, opts...))

@@ -131,6 +131,10 @@ func (n *Node) Start() error {
 			n.log.Error("peer port stopped", "error", err)
 		}
 	}()
+	// Gossip first: every API handler and /metrics reads the member table.
+	if err := n.startGossip(); err != nil {
+		return err
+	}
 	n.httpSrv = newHTTPServer(n)
 	n.wg.Add(1)
 	go func() {
@@ -139,9 +143,6 @@ func (n *Node) Start() error {
 			n.log.Error("client port stopped", "error", err)
 		}
 	}()
-	if err := n.startGossip(); err != nil {
-		return err
-	}
 	id := n.ident()
 	if id.Bootstrapped {
 		if err := n.openExistingReplicas(); err != nil {
@@ -188,6 +189,7 @@ func (n *Node) Stop() {
 			_ = n.httpSrv.Shutdown(ctx)
 			cancel()
 		}
+		n.handOffLeadership(2 * time.Second)
 		n.mu.Lock()
 		reps := n.replicas
 		n.replicas = map[uint32]*replica.Replica{}
@@ -211,6 +213,29 @@ func (n *Node) Stop() {
 		}
 		n.log.Info("stopped")
 	})
+}
+
+// handOffLeadership asks every partition this node leads to elect another
+// leader now, so a planned stop costs clients a transfer (milliseconds)
+// rather than an election timeout. Bounded by within; failures are fine.
+func (n *Node) handOffLeadership(within time.Duration) {
+	var wg sync.WaitGroup
+	for _, r := range n.localReplicas() {
+		if !r.IsLeader() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = r.TransferLeadership("", "")
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(within):
+	}
 }
 
 func (n *Node) closeListeners() {

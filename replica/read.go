@@ -25,7 +25,7 @@ func (r *Replica) watchLeadership() {
 				r.wg.Add(1)
 				go func() {
 					defer r.wg.Done()
-					err := r.raft.Barrier(r.cfg.ElectionTimeout * 5).Error()
+					err := r.barrier()
 					if err == nil && r.raft.State() == raft.Leader && r.raft.CurrentTerm() == term {
 						r.setReady(term)
 					} else if err != nil {
@@ -37,6 +37,21 @@ func (r *Replica) watchLeadership() {
 				r.cfg.OnLeaderChange(r.cfg.Partition, isLeader)
 			}
 		}
+	}
+}
+
+// barrier runs raft.Barrier but gives up when the replica closes: a barrier
+// still queued in Raft's apply channel at shutdown is never answered
+// (hashicorp/raft#498), and Close must not wait for it.
+func (r *Replica) barrier() error {
+	f := r.raft.Barrier(r.cfg.ElectionTimeout * 5)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-r.stop:
+		return ErrClosed
 	}
 }
 

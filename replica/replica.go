@@ -412,9 +412,16 @@ func (r *Replica) State() State {
 	return st
 }
 
-// TransferLeadership asks the leader to hand leadership to the named voter.
+// TransferLeadership asks the leader to hand leadership to the named voter,
+// or to the most up-to-date one when id is empty.
 func (r *Replica) TransferLeadership(id, addr string) error {
-	if err := r.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+	var f raft.Future
+	if id == "" {
+		f = r.raft.LeadershipTransfer()
+	} else {
+		f = r.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	}
+	if err := f.Error(); err != nil {
 		return r.translate(err, false)
 	}
 	return nil
@@ -426,12 +433,14 @@ func (r *Replica) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
-		err = r.raft.Shutdown().Error()
-		close(r.stop)
-		r.wg.Wait()
+		// Close the transport first: Raft RPCs in flight then fail at once
+		// instead of waiting out the transport timeout while peers stop too.
 		if c, ok := r.trans.(interface{ Close() error }); ok {
 			_ = c.Close()
 		}
+		err = r.raft.Shutdown().Error()
+		close(r.stop)
+		r.wg.Wait()
 		r.fsm.Close()
 	})
 	return err

@@ -20,14 +20,13 @@ import (
 // hashicorp/raft's in-memory transport; each replica has its own in-memory
 // Pebble store. Run inside a synctest bubble, its time is virtual.
 type group struct {
-	t        *testing.T
-	ids      []string
-	reps     map[string]*Replica
-	trans    map[string]*raft.InmemTransport
-	stores   map[string]*storage.Store
-	snaps    map[string]raft.SnapshotStore
-	servers  []Server
-	cfgTweak func(*Config)
+	t       *testing.T
+	ids     []string
+	reps    map[string]*Replica
+	trans   map[string]*raft.InmemTransport
+	stores  map[string]*storage.Store
+	snaps   map[string]raft.SnapshotStore
+	servers []Server
 }
 
 func newGroup(t *testing.T, ids ...string) *group {
