@@ -225,10 +225,16 @@ func TestOutcomeUnknown(t *testing.T) {
 				return tc.hook(ctx, call)
 			})
 			c := newTestClient(t, cl.Endpoints(), func(cfg *Config) {
+				// Short attempts make the hanging cases quick; the others get
+				// time enough that a loaded machine cannot turn a definite
+				// refusal into an attempt timeout (which is, rightly, unknown).
 				cfg.RequestTimeout = 50 * time.Millisecond
+				if tc.name == "definite failures only" {
+					cfg.RequestTimeout = 5 * time.Second
+				}
 				cfg.MaxAttempts = 3
 			})
-			err := tc.write(testCtx(t, 10*time.Second), c)
+			err := tc.write(testCtx(t, 30*time.Second), c)
 			if got := errors.Is(err, ErrOutcomeUnknown); got != tc.unknown {
 				t.Fatalf("err = %v; outcome unknown = %v, want %v", err, got, tc.unknown)
 			}

@@ -177,20 +177,29 @@ func proposeOrForward[Req, Resp any](ctx context.Context, n *Node, req *connect.
 	pid := uint32(n.ring.Of(cmd.Key))
 	var res raftfsm.Result
 	var resp *connect.Response[Resp]
+	// Once any attempt's outcome is unknown, a failure of the request must
+	// say so: that attempt's entry may still commit, even if every later
+	// attempt is refused outright.
+	uncertain := false
 	err := n.withRetry(ctx, func(ctx context.Context) error {
 		r := n.replica(pid)
+		var err error
 		if r == nil || !r.IsLeader() {
-			out, err := forward(ctx, n, req, pid, false, true, call)
-			resp = out
-			return idempotentRetry(err, cmd)
+			resp, err = forward(ctx, n, req, pid, false, true, call)
+		} else {
+			var results []raftfsm.Result
+			if results, _, err = r.Propose(ctx, []raftfsm.Command{cmd}); err == nil {
+				res = results[0]
+			}
 		}
-		results, _, err := r.Propose(ctx, []raftfsm.Command{cmd})
-		if err != nil {
-			return idempotentRetry(err, cmd)
+		if errors.Is(err, replica.ErrOutcomeUnknown) || connect.CodeOf(err) == connect.CodeDeadlineExceeded {
+			uncertain = true
 		}
-		res = results[0]
-		return nil
+		return idempotentRetry(err, cmd)
 	})
+	if err != nil && uncertain && !errors.Is(err, replica.ErrOutcomeUnknown) {
+		err = fmt.Errorf("%w: an earlier attempt may have been applied; the last one failed: %v", replica.ErrOutcomeUnknown, err)
+	}
 	if err != nil {
 		return res, nil, n.apiError(err)
 	}
