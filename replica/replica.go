@@ -166,6 +166,7 @@ type Replica struct {
 	readyMu   sync.Mutex
 	readyCh   chan struct{} // closed and replaced whenever readyTerm changes
 
+	propCh    chan *proposal // proposals waiting to be coalesced into one entry
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -227,6 +228,7 @@ func Open(cfg Config) (*Replica, error) {
 		trans:    trans,
 		readyCh:  make(chan struct{}),
 		notifyCh: make(chan bool, 8),
+		propCh:   make(chan *proposal, 4096),
 		stop:     make(chan struct{}),
 	}
 	rc := raft.DefaultConfig()
@@ -256,8 +258,9 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	r.raft = ra
 	r.verify = newVerifier(ra)
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.watchLeadership()
+	go r.runProposer()
 	return r, nil
 }
 
@@ -281,41 +284,6 @@ func (r *Replica) Bootstrap(servers []Server) error {
 		return ErrBootstrapped
 	}
 	return err
-}
-
-// Propose replicates cmds as one Raft entry and returns their results once the
-// entry is committed and applied. index is the entry's Raft index.
-func (r *Replica) Propose(ctx context.Context, cmds []raftfsm.Command) (results []raftfsm.Result, index uint64, err error) {
-	if r.closed.Load() {
-		return nil, 0, ErrClosed
-	}
-	if r.raft.State() != raft.Leader {
-		return nil, 0, r.notLeader()
-	}
-	data := raftfsm.EncodeBatch(nil, cmds)
-	timeout := time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	f := r.raft.Apply(data, timeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return nil, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ctx.Err())
-	}
-	if errors.Is(err, raft.ErrRaftShutdown) {
-		return nil, 0, fmt.Errorf("%w: replica shut down while the write was in flight", ErrOutcomeUnknown)
-	}
-	if err != nil {
-		return nil, 0, r.translate(err, true)
-	}
-	res, ok := f.Response().([]raftfsm.Result)
-	if !ok || len(res) != len(cmds) {
-		return nil, 0, fmt.Errorf("replica %d: state machine returned %T for %d commands", r.cfg.Partition, f.Response(), len(cmds))
-	}
-	return res, f.Index(), nil
 }
 
 // Read is the answer to a read and the receipt that comes with it.

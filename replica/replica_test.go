@@ -386,3 +386,50 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentProposalsCoalesce: many concurrent writes share Raft entries,
+// and each caller still gets its own result.
+func TestConcurrentProposalsCoalesce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		l := g.leader()
+		before := l.raft.LastIndex()
+		const writers = 200
+		type out struct {
+			res raftfsm.Result
+			err error
+		}
+		outs := make(chan out, writers)
+		for i := range writers {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				res, _, err := l.Propose(ctx, []raftfsm.Command{put(fmt.Sprintf("c%03d", i), fmt.Sprint(i), uint64(1000+i))})
+				var r raftfsm.Result
+				if err == nil {
+					r = res[0]
+				}
+				outs <- out{r, err}
+			}()
+		}
+		versions := map[uint64]int{}
+		for range writers {
+			o := <-outs
+			if o.err != nil || o.res.Status != raftfsm.StatusOK {
+				t.Fatalf("write failed: %+v %v", o.res, o.err)
+			}
+			versions[o.res.Version]++
+		}
+		entries := l.raft.LastIndex() - before
+		if entries >= writers {
+			t.Fatalf("%d writes took %d entries: nothing was coalesced", writers, entries)
+		}
+		for i := range writers {
+			rd, err := l.ReadStrong(context.Background(), []byte(fmt.Sprintf("c%03d", i)))
+			if err != nil || string(rd.Value) != fmt.Sprint(i) {
+				t.Fatalf("c%03d: %+v %v", i, rd, err)
+			}
+		}
+		t.Logf("%d writes in %d entries (%d distinct versions)", writers, entries, len(versions))
+	})
+}
