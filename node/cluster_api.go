@@ -53,27 +53,16 @@ func (s clusterService) Partitions(ctx context.Context, req *connect.Request[rin
 	}
 	reports := []partitionReport{{from: n.cfg.Name, parts: local}}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, m := range n.aliveMembers() {
-		if m.Meta.Name == n.cfg.Name {
-			continue
+	n.fanOut(ctx, func(ctx context.Context, m membership.Member, c ringkvv1connect.ClusterClient) {
+		resp, err := c.Partitions(ctx, connect.NewRequest(&ringkvv1.PartitionsRequest{LocalOnly: true}))
+		if err != nil {
+			n.log.Debug("partitions: peer did not answer", "peer", m.Meta.Name, "error", err)
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			resp, err := n.fwd.cluster(m.Meta.ClientAddr).Partitions(cctx, connect.NewRequest(&ringkvv1.PartitionsRequest{LocalOnly: true}))
-			if err != nil {
-				n.log.Debug("partitions: peer did not answer", "peer", m.Meta.Name, "error", err)
-				return
-			}
-			mu.Lock()
-			reports = append(reports, partitionReport{from: m.Meta.Name, parts: resp.Msg.Partitions})
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+		mu.Lock()
+		reports = append(reports, partitionReport{from: m.Meta.Name, parts: resp.Msg.Partitions})
+		mu.Unlock()
+	})
 	merged := n.mergePartitions(reports)
 	for _, p := range n.planView(merged) {
 		merged[p.Partition].Moving, merged[p.Partition].UnderReplicated = p.Moving, p.UnderReplicated
@@ -83,6 +72,23 @@ func (s clusterService) Partitions(ctx context.Context, req *connect.Request[rin
 		Partitions:     merged,
 		ServedBy:       n.cfg.Name,
 	}), nil
+}
+
+// fanOut calls f for every other alive node at once, each call bounded by a
+// second, and returns when all have returned.
+func (n *Node) fanOut(ctx context.Context, f func(context.Context, membership.Member, ringkvv1connect.ClusterClient)) {
+	var wg sync.WaitGroup
+	for _, m := range n.aliveMembers() {
+		if m.Meta.Name == n.cfg.Name {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			f(cctx, m, n.fwd.cluster(m.Meta.ClientAddr))
+		})
+	}
+	wg.Wait()
 }
 
 // localPartitions describes the replicas this node hosts.

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"connectrpc.com/connect"
 
 	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
+	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
 	"github.com/ringkv/ringkv/membership"
 	"github.com/ringkv/ringkv/partition"
 )
@@ -75,27 +75,16 @@ func (s clusterService) Remove(ctx context.Context, req *connect.Request[ringkvv
 	out := &ringkvv1.RemoveResponse{RecordedBy: []string{n.cfg.Name}}
 	if !req.Msg.LocalOnly {
 		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, m := range n.aliveMembers() {
-			if m.Meta.Name == n.cfg.Name {
-				continue
+		n.fanOut(ctx, func(ctx context.Context, m membership.Member, c ringkvv1connect.ClusterClient) {
+			_, err := c.Remove(ctx, connect.NewRequest(&ringkvv1.RemoveRequest{Node: name, LocalOnly: true}))
+			if err != nil {
+				n.log.Warn("peer did not record removal", "peer", m.Meta.Name, "removed", name, "error", err)
+				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, time.Second)
-				defer cancel()
-				_, err := n.fwd.cluster(m.Meta.ClientAddr).Remove(cctx, connect.NewRequest(&ringkvv1.RemoveRequest{Node: name, LocalOnly: true}))
-				if err != nil {
-					n.log.Warn("peer did not record removal", "peer", m.Meta.Name, "removed", name, "error", err)
-					return
-				}
-				mu.Lock()
-				out.RecordedBy = append(out.RecordedBy, m.Meta.Name)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
+			mu.Lock()
+			out.RecordedBy = append(out.RecordedBy, m.Meta.Name)
+			mu.Unlock()
+		})
 		slices.Sort(out.RecordedBy)
 	}
 	n.log.Info("node declared removed", "removed", name)
