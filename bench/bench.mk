@@ -26,3 +26,8 @@ bench-check:
 
 bench-clean:
 	rm -rf $(BENCH_BIN)
+
+## rebalance: 3-node cluster holding DATA_MB (1024) MB, then a 4th node joins: rebalance time, transfer rate, client p99 before/during.
+.PHONY: rebalance
+rebalance: build
+	./bench/rebalance.sh

@@ -159,8 +159,10 @@ func next(id ID, act Replicas, desired []string, nodes map[string]NodeState, r i
 			return step(ActRemove, nv)
 		}
 	}
-	// 2. A wanted nonvoter: promote it once it has caught up.
-	for _, nv := range sorted(act.Nonvoters) {
+	// 2. A wanted nonvoter (every one left is wanted): promote it once it
+	// has caught up.
+	if len(act.Nonvoters) > 0 {
+		nv := sorted(act.Nonvoters)[0]
 		if !slices.Contains(act.CaughtUp, nv) {
 			return nil, fmt.Sprintf("waiting for %s to catch up", nv)
 		}
