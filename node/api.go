@@ -47,7 +47,7 @@ func (s kvService) Get(ctx context.Context, req *connect.Request[ringkvv1.GetReq
 		if r != nil && !strong {
 			// Only a voter serves eventual reads: a replica still catching
 			// up, or one removed from its group, has nothing to promise.
-			if _, voter, _, _ := r.Membership(); !voter {
+			if _, voter, _ := r.Membership(); !voter {
 				r = nil
 			}
 		}

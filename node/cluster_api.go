@@ -98,7 +98,7 @@ func (n *Node) localPartitions() []*ringkvv1.Partition {
 		st := r.State()
 		p := n.partitionInfo(st.Partition)
 		p.Term, p.AppliedIndex = st.Term, st.AppliedIndex
-		p.ConfigIndex, p.CommitIndex = st.ConfigIndex, st.CommitIndex
+		p.LastIndex, p.CommitIndex = st.LastIndex, st.CommitIndex
 		p.Leader = st.LeaderID
 		if m, ok := n.member(st.LeaderID); ok {
 			p.LeaderClientAddr = m.Meta.ClientAddr

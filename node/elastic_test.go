@@ -67,7 +67,7 @@ func waitSettled(t *testing.T, n *Node, within time.Duration) {
 func hosts(n *Node) []string {
 	var out []string
 	for _, r := range n.localReplicas() {
-		if _, voter, _, _ := r.Membership(); voter {
+		if _, voter, _ := r.Membership(); voter {
 			out = append(out, fmt.Sprint(r.Partition()))
 		}
 	}
@@ -113,7 +113,7 @@ func TestJoinDrainAndDeadNodeReplacement(t *testing.T) {
 		for i := range keys {
 			k := fmt.Appendf(nil, "k%03d", i)
 			if r := n4.replica(uint32(n4.ring.Of(k))); r != nil {
-				if _, voter, _, _ := r.Membership(); voter {
+				if _, voter, _ := r.Membership(); voter {
 					rd, err := r.ReadEventual(k)
 					if err != nil || string(rd.Value) != fmt.Sprintf("v%03d", i) {
 						return false

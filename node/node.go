@@ -50,6 +50,8 @@ type Node struct {
 	leadChanged chan struct{}
 
 	members      atomic.Pointer[memberSnapshot]
+	removalsMu   sync.Mutex
+	removals     map[uint32]removalSeen // see leaderDroppedUs
 	bootstrapped atomic.Bool
 	sentBytes    atomic.Uint64 // bytes sent to Raft peers by every replica
 	logThrottle  *replica.LogThrottle
@@ -72,6 +74,7 @@ func New(cfg Config) (*Node, error) {
 		leadChanged: make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 		logThrottle: replica.NewLogThrottle(10 * time.Second),
+		removals:    map[uint32]removalSeen{},
 	}
 	sc := storage.DefaultConfig()
 	sc.Dir = filepath.Join(cfg.DataDir, "db")

@@ -58,12 +58,10 @@ func (s clusterService) Remove(ctx context.Context, req *connect.Request[ringkvv
 	switch m, ok := n.member(name); {
 	case name == "":
 		return nil, invalidArg("remove needs a node name")
-	case name == n.cfg.Name:
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("node %s cannot remove itself: stop it, then ask another node", name))
 	case !ok:
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member named %q (see kvctl members)", name))
-	case m.Status == membership.StatusAlive && !req.Msg.LocalOnly:
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("node %s is alive: drain it (kvctl drain %s --wait), stop it, then remove it", name, name))
+	case (name == n.cfg.Name || m.Status == membership.StatusAlive) && !req.Msg.LocalOnly:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("node %s is alive: drain it (kvctl drain %s --wait), stop it, then remove it through another node", name, name))
 	}
 	if err := n.updateIdentity(func(id *identity) {
 		if !slices.Contains(id.Removed, name) {

@@ -208,11 +208,11 @@ func (n *Node) step(ctx context.Context, r *replica.Replica, st replica.State, a
 	switch a.Kind {
 	case partition.ActAddNonvoter:
 		n.metrics.movesStarted.Inc()
-		err = r.AddNonvoter(ctx, a.Node, addr, st.ConfigIndex)
+		err = r.AddNonvoter(ctx, a.Node, addr, 0)
 	case partition.ActPromote:
-		err = r.Promote(ctx, a.Node, addr, st.ConfigIndex)
+		err = r.Promote(ctx, a.Node, addr, 0)
 	case partition.ActRemove:
-		err = r.RemoveServer(ctx, a.Node, st.ConfigIndex)
+		err = r.RemoveServer(ctx, a.Node, 0)
 		if err == nil {
 			n.metrics.movesFinished.Inc()
 		}
@@ -227,33 +227,54 @@ func (n *Node) step(ctx context.Context, r *replica.Replica, st replica.State, a
 	log.Info("configuration step done")
 }
 
-// collectRemoved deletes local replicas that are no longer in their group:
-// either this replica saw its own removal committed, or (if it was cut off
-// when it was removed) the partition's leader reports a committed
-// configuration without this node. Until then such a replica serves nothing:
-// eventual reads are only served by voters.
+// collectRemoved deletes local replicas that are no longer in their group.
+// Only the partition's leader decides: its committed configuration no longer
+// lists this node. The replica's own configuration cannot: a replica that is
+// catching up replays old configurations that predate its addition. Until it
+// is deleted such a replica serves nothing (eventual reads need a voter).
+// An empty replica that was never added and that the placement no longer
+// gives this node (hosted early, before gossip showed the whole cluster) is
+// dropped too.
 func (n *Node) collectRemoved(ctx context.Context) {
+	desired := n.desired()
 	for _, r := range n.localReplicas() {
-		member, _, committed, servers := r.Membership()
+		member, _, servers := r.Membership()
 		pid := r.Partition()
 		switch {
 		case servers == 0:
-			continue // never added yet: waiting for its leader
-		case !member && committed:
-			n.destroyReplica(pid, "its removal from the group is committed")
-		case member && r.LeaderID() == "":
-			if n.leaderDroppedUs(ctx, pid) {
+			if !slices.Contains(desired[partition.ID(pid)], n.cfg.Name) {
+				n.destroyReplica(pid, "never added to its group, and no longer placed on this node")
+			}
+		case !member || r.LeaderID() == "":
+			if n.leaderDroppedUs(ctx, r) {
 				n.destroyReplica(pid, "the partition's leader reports a committed configuration without this node")
 			}
 		}
 	}
 }
 
-// leaderDroppedUs asks pid's leader (known from gossip) whether its committed
-// configuration still includes this node.
-func (n *Node) leaderDroppedUs(ctx context.Context, pid uint32) bool {
-	for _, m := range n.gossip.Members() {
-		if m.Status != membership.StatusAlive || m.Meta.Name == n.cfg.Name || !bitSet(m.Meta.Leading, pid) {
+// removalSeen is the first sighting of a leader's configuration without this
+// node: the removal is committed once that leader's commit index reaches the
+// last index it had then (hashicorp/raft does not say which configuration is
+// committed, but everything up to a committed index is).
+type removalSeen struct {
+	leader    string
+	term      uint64
+	lastIndex uint64
+}
+
+// leaderDroppedUs asks the partition's leader (the one the replica follows,
+// else the one gossip names) whether its committed configuration no longer
+// includes this node. It takes two sightings, the second after the leader's
+// commit index has passed the first one's last index.
+func (n *Node) leaderDroppedUs(ctx context.Context, r *replica.Replica) bool {
+	pid := r.Partition()
+	leader := r.LeaderID()
+	for _, m := range n.memberView().list {
+		if m.Status != membership.StatusAlive || m.Meta.Name == n.cfg.Name {
+			continue
+		}
+		if m.Meta.Name != leader && (leader != "" || !bitSet(m.Meta.Leading, pid)) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -263,9 +284,21 @@ func (n *Node) leaderDroppedUs(ctx context.Context, pid uint32) bool {
 			return false
 		}
 		for _, p := range resp.Msg.Partitions {
-			if p.Id == pid && p.Leader == m.Meta.Name {
-				return p.ConfigIndex > 0 && p.ConfigIndex <= p.CommitIndex && !slices.Contains(p.Replicas, n.cfg.Name)
+			if p.Id != pid || p.Leader != m.Meta.Name {
+				continue
 			}
+			n.removalsMu.Lock()
+			defer n.removalsMu.Unlock()
+			if slices.Contains(p.Replicas, n.cfg.Name) {
+				delete(n.removals, pid)
+				return false
+			}
+			seen, ok := n.removals[pid]
+			if ok && seen.leader == p.Leader && seen.term == p.Term {
+				return p.CommitIndex >= seen.lastIndex
+			}
+			n.removals[pid] = removalSeen{leader: p.Leader, term: p.Term, lastIndex: p.LastIndex}
+			return false
 		}
 	}
 	return false
@@ -283,6 +316,9 @@ func (n *Node) destroyReplica(pid uint32, why string) {
 	}
 	_ = r.Close()
 	n.onLeaderChange(pid, false)
+	n.removalsMu.Lock()
+	delete(n.removals, pid)
+	n.removalsMu.Unlock()
 	err := n.store.DeletePartition(pid)
 	if err == nil {
 		err = os.RemoveAll(replica.SnapshotPath(n.cfg.DataDir, pid))

@@ -53,8 +53,11 @@ func forwardError(err error, target string, write bool) error {
 	switch {
 	case ok && ce.Meta().Get(headerRefused) != "":
 		return fmt.Errorf("%w: %s: %v", errNoRoute, target, ce.Message())
-	case ok && ce.Code() != connect.CodeUnavailable && ce.Code() != connect.CodeUnknown:
-		return err // the target's own answer (not found, invalid argument, outcome unknown...)
+	case ok && connect.IsWireError(err) && ce.Code() != connect.CodeUnavailable && ce.Code() != connect.CodeUnknown:
+		// The target's own answer (not found, invalid argument, outcome
+		// unknown...). Errors that did not come over the wire (a reset
+		// connection, which connect-go calls "canceled") fall through.
+		return err
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("%w: %s: %v", errNoRoute, target, err)
 	case write:

@@ -10,10 +10,12 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Configuration changes. Each takes the index of the configuration the caller
-// planned against (State().ConfigIndex) so that a change planned on a stale
-// view fails instead of applying twice; Raft itself allows one change at a
-// time. They return once the change is committed.
+// Configuration changes. Each takes prevIndex, the index of the configuration
+// the caller planned against, or 0 for none: hashicorp/raft v1.8 does not
+// expose the latest configuration's index (GetConfiguration().Index() is
+// always 0), so callers pass 0 and rely on Raft accepting a change only while
+// no other is uncommitted, and on planning each partition from one goroutine.
+// They return once the change is committed.
 
 // AddNonvoter adds a replica that receives the log but does not vote, so a
 // new replica can catch up without weakening the quorum.
@@ -42,19 +44,19 @@ func (r *Replica) VerifyQuorum(ctx context.Context) error {
 	return nil
 }
 
-// Membership says whether this node is in the group's latest configuration,
-// and whether that configuration is committed as far as this replica knows.
-func (r *Replica) Membership() (member, voter, committed bool, servers int) {
+// Membership says whether this node is in the group's latest configuration
+// (which may not be committed yet) and how many servers that configuration has.
+func (r *Replica) Membership() (member, voter bool, servers int) {
 	f := r.raft.GetConfiguration()
 	if f.Error() != nil {
-		return false, false, false, 0
+		return false, false, 0
 	}
 	for _, s := range f.Configuration().Servers {
 		if string(s.ID) == r.cfg.NodeID {
 			member, voter = true, s.Suffrage == raft.Voter
 		}
 	}
-	return member, voter, f.Index() <= r.raft.CommitIndex(), len(f.Configuration().Servers)
+	return member, voter, len(f.Configuration().Servers)
 }
 
 func (r *Replica) enqueueTimeout(ctx context.Context) time.Duration {

@@ -145,9 +145,9 @@ type State struct {
 	Term         uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
-	// ConfigIndex is the Raft index of the latest configuration (Servers).
-	ConfigIndex uint64
-	Servers     []Server
+	// LastIndex is the index of the last entry in this replica's log.
+	LastIndex uint64
+	Servers   []Server
 }
 
 // Replica is this node's member of one partition's Raft group.
@@ -372,7 +372,7 @@ func (r *Replica) State() State {
 		AppliedIndex: r.fsm.AppliedIndex(),
 	}
 	if f := r.raft.GetConfiguration(); f.Error() == nil {
-		st.ConfigIndex = f.Index()
+		st.LastIndex = r.raft.LastIndex()
 		for _, s := range f.Configuration().Servers {
 			st.Servers = append(st.Servers, Server{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter})
 		}

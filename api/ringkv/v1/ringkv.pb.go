@@ -993,9 +993,10 @@ type Partition struct {
 	ReplicaDetails []*Replica `protobuf:"bytes,7,rep,name=replica_details,json=replicaDetails,proto3" json:"replica_details,omitempty"`
 	Term           uint64     `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
 	AppliedIndex   uint64     `protobuf:"varint,9,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	// Raft index of the configuration shown, and the reporter's commit index:
-	// the configuration is committed when config_index <= commit_index.
-	ConfigIndex uint64 `protobuf:"varint,10,opt,name=config_index,json=configIndex,proto3" json:"config_index,omitempty"`
+	// The reporter's last log index and commit index. Once the commit index
+	// reaches a last index seen earlier, every entry up to it (a configuration
+	// change among them) is committed.
+	LastIndex   uint64 `protobuf:"varint,10,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	CommitIndex uint64 `protobuf:"varint,11,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	// Node names of the voters and nonvoters (replicas still catching up).
 	Voters    []string `protobuf:"bytes,12,rep,name=voters,proto3" json:"voters,omitempty"`
@@ -1101,9 +1102,9 @@ func (x *Partition) GetAppliedIndex() uint64 {
 	return 0
 }
 
-func (x *Partition) GetConfigIndex() uint64 {
+func (x *Partition) GetLastIndex() uint64 {
 	if x != nil {
-		return x.ConfigIndex
+		return x.LastIndex
 	}
 	return 0
 }
@@ -1902,7 +1903,7 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vclient_addr\x18\x02 \x01(\tR\n" +
 	"clientAddr\x12\x1a\n" +
-	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xec\x03\n" +
+	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\xe8\x03\n" +
 	"\tPartition\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1913,9 +1914,10 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\breplicas\x18\x06 \x03(\tR\breplicas\x12;\n" +
 	"\x0freplica_details\x18\a \x03(\v2\x12.ringkv.v1.ReplicaR\x0ereplicaDetails\x12\x12\n" +
 	"\x04term\x18\b \x01(\x04R\x04term\x12#\n" +
-	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\x12!\n" +
-	"\fconfig_index\x18\n" +
-	" \x01(\x04R\vconfigIndex\x12!\n" +
+	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\n" +
+	" \x01(\x04R\tlastIndex\x12!\n" +
 	"\fcommit_index\x18\v \x01(\x04R\vcommitIndex\x12\x16\n" +
 	"\x06voters\x18\f \x03(\tR\x06voters\x12\x1c\n" +
 	"\tnonvoters\x18\r \x03(\tR\tnonvoters\x12\x16\n" +
