@@ -57,7 +57,10 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 	sent := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ringkv_raft_sent_bytes_total", Help: "Bytes sent to Raft peers (appends and snapshots) by every replica on this node.",
 	}, func() float64 { return float64(n.sentBytes.Load()) })
-	reg.MustRegister(m.requests, m.latency, m.forwarded, m, sent,
+	snap := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "ringkv_snapshot_sent_bytes_total", Help: "Bytes of Raft snapshots read on this node to be sent to followers that are too far behind (new replicas).",
+	}, func() float64 { return float64(n.snapshotBytes.Load()) })
+	reg.MustRegister(m.requests, m.latency, m.forwarded, m, sent, snap,
 		m.underReplicated, m.moving, m.movesStarted, m.movesFinished, m.movesFailed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -49,16 +49,17 @@ type Node struct {
 	leading     []byte // bitmap of partitions this node leads
 	leadChanged chan struct{}
 
-	members      atomic.Pointer[memberSnapshot]
-	removalsMu   sync.Mutex
-	removals     map[uint32]removalSeen // see leaderDroppedUs
-	bootstrapped atomic.Bool
-	sentBytes    atomic.Uint64 // bytes sent to Raft peers by every replica
-	logThrottle  *replica.LogThrottle
-	stop         chan struct{}
-	wg           sync.WaitGroup // the port servers
-	ctrl         sync.WaitGroup // the controllers; Stop waits for them before closing replicas
-	stopOnce     sync.Once
+	members       atomic.Pointer[memberSnapshot]
+	removalsMu    sync.Mutex
+	removals      map[uint32]removalSeen // see leaderDroppedUs
+	bootstrapped  atomic.Bool
+	sentBytes     atomic.Uint64 // bytes sent to Raft peers by every replica
+	snapshotBytes atomic.Uint64 // bytes of snapshots read to send to followers
+	logThrottle   *replica.LogThrottle
+	stop          chan struct{}
+	wg            sync.WaitGroup // the port servers
+	ctrl          sync.WaitGroup // the controllers; Stop waits for them before closing replicas
+	stopOnce      sync.Once
 }
 
 // New opens the node's store and binds its ports, checking that the data
@@ -420,6 +421,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	}
 	rc.OnLeaderChange = n.onLeaderChange
 	rc.SentBytes = &n.sentBytes
+	rc.SnapshotBytes = &n.snapshotBytes
 	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout

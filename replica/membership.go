@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,33 @@ func (r *Replica) configChange(ctx context.Context, f raft.IndexFuture) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%w: configuration change: %v", ErrOutcomeUnknown, ctx.Err())
 	}
+}
+
+// countingSnapshots counts the bytes read from stored snapshots. Raft reads a
+// stored snapshot to send it to a follower that is too far behind (a new
+// replica, mostly); a restart's restore reads only its header.
+type countingSnapshots struct {
+	raft.SnapshotStore
+	n *atomic.Uint64
+}
+
+func (s countingSnapshots) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.SnapshotStore.Open(id)
+	if err != nil {
+		return meta, rc, err
+	}
+	return meta, countingReader{rc, s.n}, nil
+}
+
+type countingReader struct {
+	io.ReadCloser
+	n *atomic.Uint64
+}
+
+func (r countingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.n.Add(uint64(n))
+	return n, err
 }
 
 // countingConn counts the bytes this node sends to a Raft peer.

@@ -44,6 +44,9 @@ type Config struct {
 	// SentBytes, if set, counts the bytes this replica sends to its peers
 	// (appends and snapshots); the node shares one counter among replicas.
 	SentBytes *atomic.Uint64
+	// SnapshotBytes, if set, counts the bytes of stored snapshots read to be
+	// sent to followers.
+	SnapshotBytes *atomic.Uint64
 	// OnLeaderChange is called (from the replica's own goroutine) whenever this
 	// replica gains or loses leadership.
 	OnLeaderChange func(partition uint32, isLeader bool)
@@ -205,6 +208,9 @@ func Open(cfg Config) (*Replica, error) {
 			fsm.Close()
 			return nil, fmt.Errorf("replica %d: snapshot store: %w", cfg.Partition, err)
 		}
+	}
+	if cfg.SnapshotBytes != nil {
+		snaps = countingSnapshots{snaps, cfg.SnapshotBytes}
 	}
 	trans := cfg.transport
 	if trans == nil {
