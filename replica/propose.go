@@ -70,30 +70,37 @@ func (r *Replica) runProposer() {
 			return
 		case first = <-r.propCh:
 		}
-		batch := []*proposal{first}
-		n, size := len(first.cmds), commandBytes(first.cmds)
-	fill:
-		for n < maxBatchCommands && size < maxBatchBytes {
-			select {
-			case p := <-r.propCh:
-				batch = append(batch, p)
-				n += len(p.cmds)
-				size += commandBytes(p.cmds)
-			default:
-				break fill
-			}
-		}
-		cmds := first.cmds
-		if len(batch) > 1 {
-			cmds = make([]raftfsm.Command, 0, n)
-			for _, p := range batch {
-				cmds = append(cmds, p.cmds...)
-			}
-		}
+		batch, cmds := takeBatch(first, r.propCh)
 		f := r.raft.Apply(raftfsm.EncodeBatch(nil, cmds), 5*time.Second)
 		r.wg.Add(1)
 		go r.complete(f, batch, len(cmds))
 	}
+}
+
+// takeBatch adds to first every proposal already waiting in ch, within the
+// entry limits, and returns them with their commands in order.
+func takeBatch(first *proposal, ch <-chan *proposal) ([]*proposal, []raftfsm.Command) {
+	batch := []*proposal{first}
+	n, size := len(first.cmds), commandBytes(first.cmds)
+fill:
+	for n < maxBatchCommands && size < maxBatchBytes {
+		select {
+		case p := <-ch:
+			batch = append(batch, p)
+			n += len(p.cmds)
+			size += commandBytes(p.cmds)
+		default:
+			break fill
+		}
+	}
+	if len(batch) == 1 {
+		return batch, first.cmds
+	}
+	cmds := make([]raftfsm.Command, 0, n)
+	for _, p := range batch {
+		cmds = append(cmds, p.cmds...)
+	}
+	return batch, cmds
 }
 
 // complete waits for an entry's fate and answers each proposal in it.
