@@ -29,14 +29,18 @@ func (s clusterService) Drain(ctx context.Context, req *connect.Request[ringkvv1
 		switch {
 		case !ok:
 			return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no member named %q (see kvctl members)", name))
-		case m.Status != membership.StatusAlive:
-			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("node %s is %s: only a running node can be drained; use kvctl remove %s for a node that is gone", name, m.Status, name))
 		case req.Header().Get(headerForwarded) != "":
 			return nil, connect.NewError(connect.CodeUnavailable, errors.New("drain forwarded to the wrong node"))
 		}
+		// Ask the node even if gossip says it is gone: a node that just
+		// restarted is alive before every peer has heard so.
 		fr := connect.NewRequest(req.Msg)
 		fr.Header().Set(headerForwarded, n.cfg.Name)
-		return n.fwd.cluster(m.Meta.ClientAddr).Drain(ctx, fr)
+		resp, err := n.fwd.cluster(m.Meta.ClientAddr).Drain(ctx, fr)
+		if err != nil && m.Status != membership.StatusAlive && !connect.IsWireError(err) {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("node %s is %s and did not answer: only a running node can be drained; use kvctl remove %s for a node that is gone", name, m.Status, name))
+		}
+		return resp, err
 	}
 	draining := !req.Msg.Undrain
 	if err := n.updateIdentity(func(id *identity) { id.Draining = draining }); err != nil {
