@@ -44,8 +44,16 @@ func TestKvctlRoundTrip(t *testing.T) {
 		}
 		// Every node hosts every partition (3 nodes, 3 replicas), so an
 		// eventual read through n3 alone is served by n3.
+		// n3 may not have learned the commit yet (eventual reads trail by up
+		// to --raft-commit-timeout when idle): poll until it has the key.
 		var eventual map[string]any
-		c.kvctlJSON(ep(2), &eventual, "get", "greeting", "--consistency", "eventual")
+		found := poll(10*time.Second, 50*time.Millisecond, func() bool {
+			r := c.kvctlAt(ep(2), "-o", "json", "get", "greeting", "--consistency", "eventual")
+			return r.code == 0 && decodeOne(r.stdout, &eventual) == nil
+		})
+		if !found {
+			t.Fatalf("eventual get via n3 never found the key: %v", eventual)
+		}
 		requireFields(t, "eventual get", eventual, "served_by", "applied_index", "leader")
 		if eventual["served_by"] != "n3" {
 			t.Errorf("eventual get via n3 only: served_by %v, want n3: %v", eventual["served_by"], eventual)
