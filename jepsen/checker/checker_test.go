@@ -325,9 +325,11 @@ func TestLongestOutage(t *testing.T) {
 	h.put(0, "x", "a", 0, 10)
 	h.failedPut(1, "x", "b", 20, 1500)
 	h.put(0, "x", "c", 30, -1)
-	h.get(2, "x", "c", 1600, 2010) // 2 s after the last success, with failures between
+	h.failedPut(1, "x", "d", 1500, 2000) // the streak: 20 ms .. 2000 ms
+	h.get(2, "x", "c", 2100, 2110)
 	h.get(2, "y", "", 0, 100)
-	h.get(2, "y", "", 200, 3000) // a slow success is no outage
+	h.failedPut(3, "y", "e", 200, 300) // one short failure
+	h.get(2, "y", "", 90000, 90001)     // long idle time is no outage
 	for _, o := range h.ops {
 		o.Partition = 3
 		if o.Key == "y" {
@@ -335,7 +337,7 @@ func TestLongestOutage(t *testing.T) {
 		}
 	}
 	got := longestOutage(h.ops)
-	if got.Partition != 3 || got.Seconds < 1.99 || got.Seconds > 2.01 || got.Attempts != 2 {
-		t.Fatalf("longestOutage = %+v; want partition 3, 2 s, 2 attempts", got)
+	if got.Partition != 3 || got.Seconds < 1.97 || got.Seconds > 1.99 || got.Attempts != 3 {
+		t.Fatalf("longestOutage = %+v; want partition 3, 1.98 s, 3 attempts", got)
 	}
 }

@@ -19,40 +19,46 @@ type Outage struct {
 	Attempts int `json:"attempts"`
 }
 
-// longestOutage finds, over every partition, the longest time between two
-// successive successful strong operations with failed or unknown attempts
-// in between.
+// longestOutage finds, over every partition, the longest streak of strong
+// operations that all failed or ended unknown, taken in call order: from
+// the first one's call to the last one's end (an unknown operation ends at
+// its call). Idle time without operations does not count as an outage.
 func longestOutage(ops []*history.Op) Outage {
 	byP := map[int][]*history.Op{}
 	for _, o := range ops {
-		if o.Kind != history.KindEventualGet && o.Partition >= 0 {
+		if o.Kind != history.KindEventualGet && o.Partition >= 0 && o.Outcome != "" {
 			byP[o.Partition] = append(byP[o.Partition], o)
 		}
 	}
 	var best Outage
 	for p, list := range byP {
-		var oks []int64
-		var bad []int64 // call times of operations that did not succeed
+		sort.Slice(list, func(i, j int) bool { return list[i].Call < list[j].Call })
+		var start, end int64
+		n := 0
+		closeStreak := func() {
+			if n > 0 {
+				if s := float64(end-start) / 1e9; s > best.Seconds {
+					best = Outage{Partition: p, From: float64(start) / 1e9, To: float64(end) / 1e9, Seconds: s, Attempts: n}
+				}
+			}
+			n = 0
+		}
 		for _, o := range list {
 			if o.Outcome == history.OutcomeOK {
-				oks = append(oks, o.Return)
-			} else {
-				bad = append(bad, o.Call)
-			}
-		}
-		sort.Slice(oks, func(i, j int) bool { return oks[i] < oks[j] })
-		sort.Slice(bad, func(i, j int) bool { return bad[i] < bad[j] })
-		for i := 1; i < len(oks); i++ {
-			from, to := oks[i-1], oks[i]
-			lo := sort.Search(len(bad), func(k int) bool { return bad[k] > from })
-			hi := sort.Search(len(bad), func(k int) bool { return bad[k] >= to })
-			if hi <= lo {
+				closeStreak()
 				continue
 			}
-			if s := float64(to-from) / 1e9; s > best.Seconds {
-				best = Outage{Partition: p, From: float64(from) / 1e9, To: float64(to) / 1e9, Seconds: s, Attempts: hi - lo}
+			e := o.Return
+			if e == 0 {
+				e = o.Call
 			}
+			if n == 0 {
+				start, end = o.Call, e
+			}
+			end = max(end, e)
+			n++
 		}
+		closeStreak()
 	}
 	return best
 }

@@ -32,6 +32,9 @@ type ImageConfig struct {
 // BuildImage builds a static kvd and the image around it with the legacy
 // builder (no registry needed: the image is FROM scratch).
 func BuildImage(ctx context.Context, d *Docker, cfg ImageConfig, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(cfg.ContextDir, 0o755); err != nil {
 		return err
 	}
@@ -69,6 +72,9 @@ func BuildImage(ctx context.Context, d *Docker, cfg ImageConfig, log *slog.Logge
 
 // BuildKVD compiles cfg.Src/cmd/kvd into out as a static binary.
 func BuildKVD(ctx context.Context, cfg ImageConfig, out string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	tags := append([]string{"netgo", "osusergo"}, cfg.BuildTags...)
 	args := []string{"build", "-trimpath", "-tags", strings.Join(tags, ","),
 		"-ldflags", "-X github.com/ringkv/ringkv/node.Version=jepsen"}
