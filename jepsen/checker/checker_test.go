@@ -329,7 +329,7 @@ func TestLongestOutage(t *testing.T) {
 	h.get(2, "x", "c", 2100, 2110)
 	h.get(2, "y", "", 0, 100)
 	h.failedPut(3, "y", "e", 200, 300) // one short failure
-	h.get(2, "y", "", 90000, 90001)     // long idle time is no outage
+	h.get(2, "y", "", 90000, 90001)    // long idle time is no outage
 	for _, o := range h.ops {
 		o.Partition = 3
 		if o.Key == "y" {
