@@ -117,7 +117,7 @@ func TestConfig() Config {
 // waiting at every resume.
 func FaultyConfig() Config {
 	c := SmokeConfig()
-	c.Name, c.Runs, c.Duration = "faulty", 3, 60*time.Second
+	c.Name, c.Runs, c.Duration = "faulty", 3, 90*time.Second
 	c.Nemeses = [][]nemesis.Kind{{nemesis.PauseLeader}, {nemesis.PauseLeader, nemesis.IsolateLeader}, {nemesis.PauseLeader}}
 	c.Timing.MinFault, c.Timing.MaxFault = 3*time.Second, 6*time.Second
 	c.Timing.MinGap, c.Timing.MaxGap = 1500*time.Millisecond, 3*time.Second
