@@ -104,7 +104,7 @@ func TestIsolationCutsGossip(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := cluster.Start(ctx, s.docker, cluster.Config{Prefix: cfg.Prefix, Image: cfg.Image, Nodes: 3, Subnet: cfg.Subnet,
-		Partitions: 16, Replicas: 3, DataDir: filepath.Join(cfg.RunsDir, "data")})
+		Partitions: 16, Replicas: 3, DataDir: t.TempDir()})
 	if c != nil {
 		defer c.Destroy(context.Background())
 	}

@@ -86,9 +86,9 @@ func (s *Suite) runOne(ctx context.Context, idx int) RunResult {
 	default:
 		res.Verdict = "FAIL"
 	}
-	if res.Verdict == "PASS" && !cfg.KeepData {
+	if (res.Verdict == "PASS" || cfg.ExpectViolations) && !cfg.KeepData {
 		// Pebble's WAL files make a node's dir ~200 MB; keep that for
-		// failed runs only.
+		// runs that failed unexpectedly only.
 		_ = os.RemoveAll(filepath.Join(r.dir, "data"))
 	}
 	_ = history.WriteJSON(filepath.Join(r.dir, "result.json"), res)
