@@ -194,6 +194,10 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int,
 		return 2, err
 	}
 	if !sum.Passed {
+		if cfg.ExpectViolations {
+			fmt.Fprintf(stderr, "jepsen: FAIL: the deliberately broken kvd (-tags %s) was caught in %d of %d runs; at least one must catch it\n",
+				strings.Join(cfg.KVDTags, ","), sum.Caught, len(sum.Runs))
+		}
 		return 1, nil
 	}
 	return 0, nil

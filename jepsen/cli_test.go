@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringkv/ringkv/jepsen/checker"
 	"github.com/ringkv/ringkv/jepsen/history"
 )
 
@@ -130,5 +131,66 @@ func TestConfigsValidate(t *testing.T) {
 	c.Partitions = 8
 	if c.Validate() == nil {
 		t.Error("8 partitions accepted; the suite needs at least 16")
+	}
+}
+
+func TestVerdictsOfABrokenBuild(t *testing.T) {
+	faulty := FaultyConfig()
+	faulty.Runs = 3
+	clean := &checker.Report{}
+	stale := &checker.Report{Violations: []checker.Violation{{Kind: checker.KindNotLinearizable}}}
+	run := func(rep *checker.Report, err string) RunResult {
+		r := RunResult{Report: rep, Err: err, ByKind: map[string]int{}}
+		if rep != nil {
+			for _, v := range rep.Violations {
+				r.ByKind[v.Kind]++
+			}
+		}
+		r.Verdict = runVerdict(faulty, r)
+		return r
+	}
+	caught, missed, broken := run(stale, ""), run(clean, ""), run(nil, "docker died")
+	if caught.Verdict != VerdictCaught || missed.Verdict != VerdictMissed || broken.Verdict != VerdictError {
+		t.Fatalf("verdicts %s %s %s, want CAUGHT MISSED ERROR", caught.Verdict, missed.Verdict, broken.Verdict)
+	}
+	cases := []struct {
+		name string
+		runs []RunResult
+		want bool
+	}{
+		{"nothing caught", []RunResult{missed, missed, missed}, false},
+		{"one caught", []RunResult{missed, caught, missed}, true},
+		{"all caught", []RunResult{caught, caught, caught}, true},
+		{"harness error", []RunResult{caught, broken, caught}, false},
+		{"runs missing (interrupted)", []RunResult{caught}, false},
+	}
+	for _, tc := range cases {
+		if got := passed(faulty, tc.runs); got != tc.want {
+			t.Errorf("%s: passed = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The same results against a correct build's expectation.
+	full := DefaultConfig()
+	full.Runs = 1
+	ok := RunResult{Report: clean}
+	ok.Verdict = runVerdict(full, ok)
+	bad := RunResult{Report: stale, ByKind: map[string]int{checker.KindNotLinearizable: 1}}
+	bad.Verdict = runVerdict(full, bad)
+	if ok.Verdict != VerdictPass || bad.Verdict != VerdictFail || !passed(full, []RunResult{ok}) || passed(full, []RunResult{bad}) {
+		t.Fatalf("correct-build verdicts: %s %s", ok.Verdict, bad.Verdict)
+	}
+}
+
+func TestFaultTagIsChecked(t *testing.T) {
+	var out bytes.Buffer
+	faulty := FaultyConfig()
+	if err := checkFaultTag(faulty, []string{"netgo", "osusergo"}, &out); err == nil || !strings.Contains(err.Error(), FaultTag) {
+		t.Fatalf("a faulty suite accepted a kvd without the fault tag: %v", err)
+	}
+	if err := checkFaultTag(faulty, []string{"netgo", FaultTag}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkFaultTag(DefaultConfig(), []string{FaultTag}, &out); err != nil || !strings.Contains(out.String(), "warning") {
+		t.Fatalf("a normal suite on the broken kvd: err %v, output %q", err, out.String())
 	}
 }

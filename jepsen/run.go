@@ -74,19 +74,8 @@ func (s *Suite) runOne(ctx context.Context, idx int) RunResult {
 	if err != nil {
 		res.Err = err.Error()
 	}
-	switch {
-	case res.Err != "":
-		res.Verdict = "ERROR"
-	case res.Report == nil:
-		res.Verdict = "ERROR"
-	case cfg.StrictReady && len(res.Warnings) > 0:
-		res.Verdict = "FAIL"
-	case res.Report.Valid():
-		res.Verdict = "PASS"
-	default:
-		res.Verdict = "FAIL"
-	}
-	if (res.Verdict == "PASS" || cfg.ExpectViolations) && !cfg.KeepData {
+	res.Verdict = runVerdict(cfg, res)
+	if (res.Verdict == VerdictPass || cfg.ExpectViolations) && !cfg.KeepData {
 		// Pebble's WAL files make a node's dir ~200 MB; keep that for
 		// runs that failed unexpectedly only.
 		_ = os.RemoveAll(filepath.Join(r.dir, "data"))
@@ -270,6 +259,34 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 		return err
 	}
 	return ferr
+}
+
+// Run verdicts. A normal run PASSes or FAILs; a run of a deliberately
+// broken kvd (Config.ExpectViolations) is CAUGHT when the checker found a
+// linearizability violation and MISSED otherwise. ERROR is a harness failure.
+const (
+	VerdictPass   = "PASS"
+	VerdictFail   = "FAIL"
+	VerdictCaught = "CAUGHT"
+	VerdictMissed = "MISSED"
+	VerdictError  = "ERROR"
+)
+
+// runVerdict judges one run.
+func runVerdict(cfg Config, res RunResult) string {
+	switch {
+	case res.Err != "" || res.Report == nil:
+		return VerdictError
+	case cfg.ExpectViolations && res.ByKind[checkerNotLinearizable] > 0:
+		return VerdictCaught
+	case cfg.ExpectViolations:
+		return VerdictMissed
+	case cfg.StrictReady && len(res.Warnings) > 0:
+		return VerdictFail
+	case res.Report.Valid():
+		return VerdictPass
+	}
+	return VerdictFail
 }
 
 // everyPartitionLed reports an error unless the partition table names a

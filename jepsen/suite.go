@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -48,6 +50,9 @@ type Summary struct {
 	// Passed applies the suite's expectation: no violation and no harness
 	// error, or, with ExpectViolations, some linearizability violation.
 	Passed bool
+	// Caught counts the runs that found a linearizability violation (what
+	// a deliberately broken kvd must produce).
+	Caught int
 	Took   time.Duration
 }
 
@@ -92,7 +97,8 @@ func (s *Suite) Run(ctx context.Context) (*Summary, error) {
 		s.printRun(res)
 	}
 	sum.Took = time.Since(start)
-	sum.Passed = s.passed(sum.Runs) && ctx.Err() == nil
+	sum.Passed = passed(cfg, sum.Runs) && ctx.Err() == nil
+	sum.Caught = caughtCount(sum.Runs)
 	s.printTable(sum)
 	_ = history.WriteJSON(filepath.Join(cfg.RunsDir, "last-"+cfg.Name+".json"), sum)
 	return sum, ctx.Err()
@@ -102,32 +108,78 @@ func (s *Suite) Run(ctx context.Context) (*Summary, error) {
 func (s *Suite) BuildImage(ctx context.Context) error {
 	cfg := s.cfg
 	s.printf("building kvd (race=%v tags=%s) and image %s...\n", cfg.Race, strings.Join(cfg.KVDTags, ","), cfg.Image)
-	return cluster.BuildImage(ctx, s.docker, cluster.ImageConfig{
-		Src: cfg.Src, Dockerfile: cfg.Dockerfile, ContextDir: filepath.Join(cfg.RunsDir, ".image"),
+	ctxDir := filepath.Join(cfg.RunsDir, ".image")
+	if err := cluster.BuildImage(ctx, s.docker, cluster.ImageConfig{
+		Src: cfg.Src, Dockerfile: cfg.Dockerfile, ContextDir: ctxDir,
 		Tag: cfg.Image, BuildTags: cfg.KVDTags, Race: cfg.Race, Binary: cfg.KVDBin,
-	}, cfg.Log)
+	}, cfg.Log); err != nil {
+		return err
+	}
+	tags, err := cluster.BinaryTags(filepath.Join(ctxDir, "kvd"))
+	if err != nil {
+		return err
+	}
+	return checkFaultTag(cfg, tags, s.cfg.Out)
 }
 
-func (s *Suite) passed(runs []RunResult) bool {
-	if len(runs) < s.cfg.Runs {
+// FaultTag is the build tag of the deliberately broken kvd
+// (replica/fault_staleread.go).
+const FaultTag = "jepsen_fault_staleread"
+
+// checkFaultTag makes sure a suite that expects violations really runs the
+// broken kvd (a --kvd-bin or --kvd-tags override could swap it for a
+// correct one, and the suite would then fail for the wrong reason), and
+// warns when a suite that expects none runs it.
+func checkFaultTag(cfg Config, tags []string, out io.Writer) error {
+	has := slices.Contains(tags, FaultTag)
+	switch {
+	case cfg.ExpectViolations && !has:
+		return fmt.Errorf("jepsen: this suite expects violations, but the image's kvd was not built with -tags %s (its tags: %s); "+
+			"drop --kvd-tags/--kvd-bin or pass --expect-violations=false", FaultTag, strings.Join(tags, ","))
+	case !cfg.ExpectViolations && has:
+		fmt.Fprintf(out, "warning: kvd is built with -tags %s (strong reads skip ReadIndex) and no violation is expected\n", FaultTag)
+	}
+	return nil
+}
+
+// passed applies the suite's expectation to its runs: every run PASSes, or,
+// for a deliberately broken kvd (ExpectViolations), no run had a harness
+// error and at least one run was CAUGHT (found a linearizability
+// violation). A broken kvd that no run catches fails the suite: the checker
+// or the nemeses cannot see the bug they exist to see.
+func passed(cfg Config, runs []RunResult) bool {
+	if len(runs) < cfg.Runs {
 		return false
 	}
-	caught := false
+	caught := 0
 	for _, r := range runs {
-		if r.Err != "" {
+		switch r.Verdict {
+		case VerdictError:
 			return false
-		}
-		if r.ByKind[checkerNotLinearizable] > 0 {
-			caught = true
-		}
-		if !s.cfg.ExpectViolations && r.Verdict != "PASS" {
-			return false
+		case VerdictCaught:
+			caught++
+		case VerdictPass:
+		default:
+			if !cfg.ExpectViolations {
+				return false
+			}
 		}
 	}
-	if s.cfg.ExpectViolations {
-		return caught
+	if cfg.ExpectViolations {
+		return caught > 0
 	}
 	return true
+}
+
+// caughtCount is how many runs caught the broken kvd.
+func caughtCount(runs []RunResult) int {
+	n := 0
+	for _, r := range runs {
+		if r.Verdict == VerdictCaught {
+			n++
+		}
+	}
+	return n
 }
 
 const checkerNotLinearizable = "not-linearizable"
@@ -180,15 +232,33 @@ func (s *Suite) printTable(sum *Summary) {
 			r.Ops.Total(), r.Ops.OK, r.Ops.Fail, r.Ops.Unknown, r.Keys, viol, outage, r.Converge, len(r.Warnings), r.Verdict)
 	}
 	tw.Flush()
-	verdict := "PASS"
-	if !sum.Passed {
-		verdict = "FAIL"
+	switch {
+	case s.cfg.ExpectViolations && sum.Passed:
+		s.printf("deliberately broken kvd (tags %s): stale reads caught in %d of %d runs: PASS\n",
+			strings.Join(s.cfg.KVDTags, ","), sum.Caught, len(sum.Runs))
+	case s.cfg.ExpectViolations:
+		s.printf("deliberately broken kvd (tags %s): FAIL: %d of %d runs found a linearizability violation%s; "+
+			"the suite must catch this build, so its nemeses, workload or checker no longer expose stale reads\n",
+			strings.Join(s.cfg.KVDTags, ","), sum.Caught, len(sum.Runs), harnessNote(sum.Runs))
+	case sum.Passed:
+		s.printf("verdict: PASS\n")
+	default:
+		s.printf("verdict: FAIL\n")
 	}
-	if s.cfg.ExpectViolations {
-		s.printf("expecting violations (deliberately broken kvd): %s\n", map[bool]string{true: "caught: PASS", false: "not caught: FAIL"}[sum.Passed])
-	} else {
-		s.printf("verdict: %s\n", verdict)
+}
+
+// harnessNote mentions runs that ended in a harness error.
+func harnessNote(runs []RunResult) string {
+	n := 0
+	for _, r := range runs {
+		if r.Verdict == VerdictError {
+			n++
+		}
 	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d runs ended in a harness error)", n)
 }
 
 // status prints the current nemesis, ops/s and errors every StatusEvery

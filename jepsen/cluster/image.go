@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"fmt"
 	"log/slog"
@@ -113,4 +114,20 @@ func checkStatic(path string) error {
 		}
 	}
 	return nil
+}
+
+// BinaryTags returns the Go build tags kvd at path was built with (from its
+// embedded build information), so a suite can check that the binary in the
+// image is the one it means to test.
+func BinaryTags(path string) ([]string, error) {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: build info of %s: %w", path, err)
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-tags" {
+			return strings.Split(s.Value, ","), nil
+		}
+	}
+	return nil, nil
 }
