@@ -27,7 +27,7 @@ func (c *testCluster) addNode(name string) *Node {
 	if err := n.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	c.t.Cleanup(n.Stop)
+	c.t.Cleanup(func() { stopWithin(c.t, n, time.Minute) })
 	c.nodes = append(c.nodes, n)
 	c.cfgs = append(c.cfgs, cfg)
 	return n
@@ -137,7 +137,7 @@ func TestJoinDrainAndDeadNodeReplacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSettled(t, c.nodes[0], 60*time.Second)
-	c.nodes[1].Stop()
+	stopWithin(t, c.nodes[1], time.Minute)
 	survivors := []*Node{c.nodes[0], c.nodes[2], n4}
 	waitFor(t, 90*time.Second, "n2's replicas replaced", func() bool {
 		for pid := range uint32(8) {

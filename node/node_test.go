@@ -45,7 +45,7 @@ func startCluster(t *testing.T, size int) *testCluster {
 		if err := n.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(n.Stop)
+		t.Cleanup(func() { stopWithin(t, n, time.Minute) })
 		if first == "" {
 			first = n.gossip.Local().Addr
 		}
@@ -69,8 +69,12 @@ func (c *testCluster) waitReady() {
 	}
 }
 
+// testHTTP bounds every test RPC, so a request that never ends fails the test
+// with its name instead of hanging the package.
+var testHTTP = &http.Client{Timeout: 30 * time.Second}
+
 func kvClient(n *Node) ringkvv1connect.KVClient {
-	return ringkvv1connect.NewKVClient(http.DefaultClient, "http://"+n.ClientAddr())
+	return ringkvv1connect.NewKVClient(testHTTP, "http://"+n.ClientAddr())
 }
 
 func TestClusterServesFromEveryNode(t *testing.T) {
