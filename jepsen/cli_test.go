@@ -22,7 +22,6 @@ func TestMainRejectsBadUsage(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
 		{"unknown mode", []string{"run", "--mode", "gentle"}, "unknown mode"},
 		{"unknown nemesis", []string{"run", "--nemesis", "meteor"}, "unknown fault"},
-		{"membership not yet", []string{"run", "--nemesis", "membership"}, "elastic membership"},
 		{"bad fault time", []string{"run", "--fault-time", "9s-3s"}, "MIN <= MAX"},
 		{"check without a folder", []string{"check"}, "usage"},
 		{"check of a missing folder", []string{"check", filepath.Join(t.TempDir(), "nope")}, "no client-*.jsonl"},

@@ -27,6 +27,14 @@ const (
 	KindLogPanic          = "log-panic"
 	KindLogDataRace       = "log-data-race"
 	KindHarnessInconsists = "harness"
+	// KindRemovedStaleRead: a node removed from a partition while cut off
+	// answered a read of it from its own replica, after it had dropped
+	// that replica, with a value older than the latest acknowledged write.
+	KindRemovedStaleRead = "removed-node-stale-read"
+	// KindRemovedKept: a removed node still hosted a replica of a partition
+	// it was removed from 60 s after the heal, or hosted one again after a
+	// restart.
+	KindRemovedKept = "removed-replica-kept"
 )
 
 // DurablePrefix starts the keys of the write-once durability workload.
@@ -81,6 +89,9 @@ type Input struct {
 	Final *history.Final
 	// LogDir holds the node logs (*.log); "" skips the log scan.
 	LogDir string
+	// Membership is the membership nemesis's record; nil when it did not
+	// run.
+	Membership *history.Membership
 }
 
 // Report is the checker's verdict on one run.
@@ -123,6 +134,9 @@ func Check(in Input, cfg Config) *Report {
 	if in.Final != nil {
 		rep.Violations = append(rep.Violations, checkDurable(byKey, in.Final)...)
 		rep.Violations = append(rep.Violations, checkFinal(byKey, in.Final)...)
+	}
+	if in.Membership != nil {
+		rep.Violations = append(rep.Violations, checkRemovals(byKey, in.Membership.Removals)...)
 	}
 	if in.LogDir != "" {
 		rep.Violations = append(rep.Violations, checkLogs(in.LogDir)...)

@@ -86,6 +86,25 @@ func (c *Cluster) Drop(ctx context.Context, to, from int, probability float64) e
 	return c.iptables(ctx, to, args...)
 }
 
+// Isolate cuts node x off from every other started node, both ways.
+func (c *Cluster) Isolate(ctx context.Context, x int) error {
+	var errs []error
+	for _, n := range c.Started() {
+		j, _ := c.Index(n.Name)
+		if j != x {
+			errs = append(errs, c.Cut(ctx, x, j))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RestartGracefully stops node i gracefully (SIGTERM) and starts it again on its data
+// dir.
+func (c *Cluster) RestartGracefully(ctx context.Context, i int) error {
+	_, err := c.d.Run(ctx, "restart", "-t", "20", c.Nodes[i].Container)
+	return err
+}
+
 // Cut drops every packet between a and b, both ways.
 func (c *Cluster) Cut(ctx context.Context, a, b int) error {
 	return errors.Join(c.Drop(ctx, a, b, 1), c.Drop(ctx, b, a, 1))
@@ -114,9 +133,9 @@ func (c *Cluster) HealNetwork(ctx context.Context) error {
 	var errs []error
 	for i := range c.Nodes {
 		c.mu.Lock()
-		killed := c.killed[i]
+		killed, started := c.killed[i], c.started[i]
 		c.mu.Unlock()
-		if killed {
+		if killed || !started {
 			continue // its namespace is gone with its rules
 		}
 		if err := c.iptables(ctx, i, "-F", "INPUT"); err != nil {
@@ -155,7 +174,7 @@ func (c *Cluster) Running(i int) bool {
 	return !c.killed[i] && !c.paused[i]
 }
 
-// Size is the node count.
+// Size is the node count, spares included.
 func (c *Cluster) Size() int { return len(c.Nodes) }
 
 // NodeName is node i's kvd name.

@@ -17,7 +17,11 @@ import (
 // Cluster is what the nemesis needs from the nodes (package cluster
 // implements it). Node indexes start at 0.
 type Cluster interface {
+	// Size counts every node, spares not started yet included; Active lists
+	// the nodes faults may target now (members of the cluster, running or
+	// not).
 	Size() int
+	Active() []int
 	NodeName(i int) string
 	Drop(ctx context.Context, to, from int, probability float64) error
 	Kill(ctx context.Context, i int) error
@@ -28,12 +32,19 @@ type Cluster interface {
 // LeaderFunc names the node that currently leads a partition.
 type LeaderFunc func(ctx context.Context, partition int) (string, error)
 
-// MembershipHook runs the Membership fault: add, remove or drain nodes. It
-// is nil until RingKV has elastic membership.
+// MembershipHook runs the membership faults (IsMembership): add, drain or
+// remove nodes. Apply may take longer than the window (a removal waits for
+// the replicas to be replaced); the runner then shifts the rest of the
+// plan. Heal runs at the window's end.
 type MembershipHook interface {
 	Apply(ctx context.Context, f Fault) (detail string, err error)
 	Heal(ctx context.Context) error
 }
+
+// MembershipTimeout bounds one membership fault's Apply. It runs on past
+// the end of the run if it must: a removal half done is worse than a run a
+// little longer.
+const MembershipTimeout = 3 * time.Minute
 
 // Runner applies a plan to a cluster.
 type Runner struct {
@@ -75,9 +86,14 @@ func (r *Runner) Windows() []history.Window {
 }
 
 // Run applies every fault of plan at its time and heals it when it ends. It
-// returns when the plan is done or ctx ends; then the caller heals all.
+// returns when the plan is done or ctx ends; then the caller heals all. When
+// applying a fault takes longer than its window (a membership fault can),
+// the rest of the plan moves back by the overrun, so every later fault keeps
+// its length and the healthy gap before it.
 func (r *Runner) Run(ctx context.Context, plan []Fault) []history.Window {
+	var shift time.Duration
 	for _, f := range plan {
+		f.At += shift
 		if !r.waitUntil(ctx, f.At) {
 			break
 		}
@@ -90,6 +106,10 @@ func (r *Runner) Run(ctx context.Context, plan []Fault) []history.Window {
 		}
 		r.setCurrent(fmt.Sprintf("%s: %s", f.Kind, detail))
 		r.log.Info("nemesis: start", "kind", f.Kind, "detail", detail, "for", f.For)
+		if over := time.Duration(r.now()) - (f.At + f.For); over > 0 {
+			shift += over
+			f.For += over
+		}
 		interrupted := !r.waitUntil(ctx, f.At+f.For)
 		hctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		herr := r.heal(hctx, f)
@@ -135,114 +155,132 @@ func (r *Runner) waitUntil(ctx context.Context, at time.Duration) bool {
 
 func (r *Runner) heal(ctx context.Context, f Fault) error {
 	err := r.c.HealAll(ctx)
-	if f.Kind == Membership && r.membership != nil {
+	if IsMembership(f.Kind) && r.membership != nil {
 		err = errors.Join(err, r.membership.Heal(ctx))
 	}
 	return err
 }
 
-// apply starts fault f and describes what it did.
+// apply starts fault f and describes what it did. Shapes are drawn over the
+// active nodes (Cluster.Active), in their order, so that a plan hits the
+// same nodes on every machine as long as membership changed the same way.
 func (r *Runner) apply(ctx context.Context, f Fault) (string, error) {
+	if IsMembership(f.Kind) {
+		if r.membership == nil {
+			return "skipped", errors.New("nemesis: no membership hook installed")
+		}
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MembershipTimeout)
+		defer cancel()
+		return r.membership.Apply(mctx, f)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	n := r.c.Size()
+	act := r.c.Active()
+	n := len(act)
+	if n < 2 {
+		return "skipped", fmt.Errorf("nemesis: %d active nodes", n)
+	}
+	v := view{r: r, act: act}
 	rng := rand.New(rand.NewPCG(f.Seed, uint64(n)))
 	switch f.Kind {
 	case PartitionHalves:
 		links, groups := halves(rng, n)
-		return r.groupsDetail(groups), r.drop(ctx, links, 1)
+		return v.groupsDetail(groups), v.drop(ctx, links, 1)
 	case IsolateNode:
 		x := rng.IntN(n)
-		return r.name(x) + " alone", r.drop(ctx, isolate(x, n), 1)
+		return v.name(x) + " alone", v.drop(ctx, isolate(x, n), 1)
 	case IsolateLeader:
-		x, detail := r.leader(ctx, f, rng)
-		return detail + " alone", r.drop(ctx, isolate(x, n), 1)
+		x, detail := v.leader(ctx, f, rng)
+		return detail + " alone", v.drop(ctx, isolate(x, n), 1)
 	case MajoritiesRing:
 		links := ring(rng, n)
-		return "cut " + r.linksDetail(links), r.drop(ctx, links, 1)
+		return "cut " + v.linksDetail(links), v.drop(ctx, links, 1)
 	case Bridge:
 		links, b := bridge(rng, n)
-		return fmt.Sprintf("bridge %s; cut %s", r.name(b), r.linksDetail(links)), r.drop(ctx, links, 1)
+		return fmt.Sprintf("bridge %s; cut %s", v.name(b), v.linksDetail(links)), v.drop(ctx, links, 1)
 	case OneWay:
 		x, deaf := rng.IntN(n), rng.IntN(2) == 0
 		what := "mute (others drop what it sends)"
 		if deaf {
 			what = "deaf (drops what others send)"
 		}
-		return r.name(x) + " " + what, r.drop(ctx, oneWay(x, n, deaf), 1)
+		return v.name(x) + " " + what, v.drop(ctx, oneWay(x, n, deaf), 1)
 	case Lossy:
-		return fmt.Sprintf("every link drops %.0f%%", LossProbability*100), r.drop(ctx, everyLink(n), LossProbability)
+		return fmt.Sprintf("every link drops %.0f%%", LossProbability*100), v.drop(ctx, everyLink(n), LossProbability)
 	case KillOne:
-		return r.kill(ctx, []int{rng.IntN(n)})
+		return v.kill(ctx, []int{rng.IntN(n)})
 	case KillMinority:
-		return r.kill(ctx, minority(rng, n))
+		return v.kill(ctx, minority(rng, n))
 	case KillAll:
-		return r.kill(ctx, rng.Perm(n))
+		return v.kill(ctx, rng.Perm(n))
 	case PauseNode:
 		x := rng.IntN(n)
-		return "pause " + r.name(x), r.c.Pause(ctx, x)
+		return "pause " + v.name(x), r.c.Pause(ctx, act[x])
 	case PauseLeader:
-		x, detail := r.leader(ctx, f, rng)
-		return "pause " + detail, r.c.Pause(ctx, x)
-	case Membership:
-		if r.membership == nil {
-			return "skipped", errors.New("nemesis: membership faults need elastic membership; no hook installed")
-		}
-		return r.membership.Apply(ctx, f)
+		x, detail := v.leader(ctx, f, rng)
+		return "pause " + detail, r.c.Pause(ctx, act[x])
 	}
 	return "", fmt.Errorf("nemesis: unknown fault %q", f.Kind)
 }
 
-// leader finds the leader of f's partition; when nobody leads or the
-// question fails, a random node stands in and the detail says so.
-func (r *Runner) leader(ctx context.Context, f Fault, rng *rand.Rand) (int, string) {
-	fallback := rng.IntN(r.c.Size())
+// view maps the shapes' node numbers (0..len(act)-1) to cluster indexes.
+type view struct {
+	r   *Runner
+	act []int
+}
+
+func (v view) name(x int) string { return v.r.c.NodeName(v.act[x]) }
+
+// leader finds the leader of f's partition among the active nodes; when
+// nobody leads or the question fails, a random node stands in and the
+// detail says so.
+func (v view) leader(ctx context.Context, f Fault, rng *rand.Rand) (int, string) {
+	r := v.r
+	fallback := rng.IntN(len(v.act))
 	if r.leaderOf == nil {
-		return fallback, fmt.Sprintf("%s (no leader lookup; random)", r.name(fallback))
+		return fallback, fmt.Sprintf("%s (no leader lookup; random)", v.name(fallback))
 	}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	name, err := r.leaderOf(lctx, f.Partition)
 	if err == nil {
-		for i := range r.c.Size() {
-			if r.c.NodeName(i) == name {
-				return i, fmt.Sprintf("%s (leader of p%d)", name, f.Partition)
+		for x := range v.act {
+			if v.name(x) == name {
+				return x, fmt.Sprintf("%s (leader of p%d)", name, f.Partition)
 			}
 		}
-		err = fmt.Errorf("leader %q is not a node", name)
+		err = fmt.Errorf("leader %q is not an active node", name)
 	}
-	return fallback, fmt.Sprintf("%s (leader of p%d unknown: %v; random)", r.name(fallback), f.Partition, err)
+	return fallback, fmt.Sprintf("%s (leader of p%d unknown: %v; random)", v.name(fallback), f.Partition, err)
 }
 
-func (r *Runner) kill(ctx context.Context, nodes []int) (string, error) {
+func (v view) kill(ctx context.Context, nodes []int) (string, error) {
 	sort.Ints(nodes)
 	var errs []error
 	var names []string
 	for _, x := range nodes {
-		names = append(names, r.name(x))
-		errs = append(errs, r.c.Kill(ctx, x))
+		names = append(names, v.name(x))
+		errs = append(errs, v.r.c.Kill(ctx, v.act[x]))
 	}
 	return "kill -9 " + strings.Join(names, " "), errors.Join(errs...)
 }
 
-func (r *Runner) drop(ctx context.Context, links []Link, p float64) error {
+func (v view) drop(ctx context.Context, links []Link, p float64) error {
 	var errs []error
 	for _, l := range links {
-		errs = append(errs, r.c.Drop(ctx, l.To, l.From, p))
+		errs = append(errs, v.r.c.Drop(ctx, v.act[l.To], v.act[l.From], p))
 	}
 	return errors.Join(errs...)
 }
 
-func (r *Runner) name(i int) string { return r.c.NodeName(i) }
-
-func (r *Runner) groupsDetail(groups [][]int) string {
+func (v view) groupsDetail(groups [][]int) string {
 	var parts []string
 	for _, g := range groups {
 		g = append([]int(nil), g...)
 		sort.Ints(g)
 		var names []string
 		for _, x := range g {
-			names = append(names, r.name(x))
+			names = append(names, v.name(x))
 		}
 		parts = append(parts, strings.Join(names, " "))
 	}
@@ -250,7 +288,7 @@ func (r *Runner) groupsDetail(groups [][]int) string {
 }
 
 // linksDetail lists the undirected links cut, e.g. "n1-n3 n2-n4".
-func (r *Runner) linksDetail(links []Link) string {
+func (v view) linksDetail(links []Link) string {
 	seen := map[[2]int]bool{}
 	var out []string
 	for _, l := range links {
@@ -259,7 +297,7 @@ func (r *Runner) linksDetail(links []Link) string {
 			continue
 		}
 		seen[[2]int{a, b}] = true
-		out = append(out, r.name(a)+"-"+r.name(b))
+		out = append(out, v.name(a)+"-"+v.name(b))
 	}
 	sort.Strings(out)
 	return strings.Join(out, " ")

@@ -17,9 +17,20 @@ type fakeCluster struct {
 	killed []int
 	paused []int
 	heals  int
+	active []int
 }
 
-func (f *fakeCluster) Size() int             { return f.n }
+func (f *fakeCluster) Size() int { return f.n }
+func (f *fakeCluster) Active() []int {
+	if f.active != nil {
+		return f.active
+	}
+	out := make([]int, f.n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
 func (f *fakeCluster) NodeName(i int) string { return fmt.Sprintf("n%d", i+1) }
 func (f *fakeCluster) Drop(_ context.Context, to, from int, _ float64) error {
 	f.mu.Lock()
@@ -134,5 +145,71 @@ func TestLeaderFaultFallsBackWhenNobodyLeads(t *testing.T) {
 	ws := r.Run(context.Background(), []Fault{{Kind: PauseLeader, Partition: 1}})
 	if len(ws) != 1 || !strings.Contains(ws[0].Detail, "unknown") || len(fc.paused) != 1 {
 		t.Fatalf("windows %+v, paused %v", ws, fc.paused)
+	}
+}
+
+// slowHook is a membership hook whose Apply takes longer than its window.
+type slowHook struct {
+	took    time.Duration
+	applied []Kind
+	heals   int
+}
+
+func (h *slowHook) Apply(_ context.Context, f Fault) (string, error) {
+	time.Sleep(h.took)
+	h.applied = append(h.applied, f.Kind)
+	return "slow " + string(f.Kind), nil
+}
+
+func (h *slowHook) Heal(context.Context) error { h.heals++; return nil }
+
+func TestMembershipOverrunShiftsTheRestOfThePlan(t *testing.T) {
+	fc := &fakeCluster{n: 5}
+	start := time.Now()
+	r := NewRunner(fc, nil, func() int64 { return int64(time.Since(start)) }, nil)
+	h := &slowHook{took: 150 * time.Millisecond}
+	r.SetMembership(h)
+	ms := time.Millisecond
+	plan := []Fault{
+		{Kind: MemberRemove, At: 0, For: 20 * ms},
+		{Kind: IsolateNode, At: 40 * ms, For: 30 * ms, Seed: 1},
+	}
+	ws := r.Run(context.Background(), plan)
+	if len(ws) != 2 || len(h.applied) != 1 || h.heals != 1 {
+		t.Fatalf("windows %+v, applied %v, heals %d", ws, h.applied, h.heals)
+	}
+	gap := time.Duration(ws[1].Start - ws[0].End)
+	if gap < 15*ms {
+		t.Errorf("the fault after an overrun started %v after the membership window; the 20 ms gap was not kept", gap)
+	}
+	if d := time.Duration(ws[1].End - ws[1].Start); d < 25*ms {
+		t.Errorf("the fault after an overrun lasted %v; want its planned 30 ms", d)
+	}
+}
+
+func TestShapesUseOnlyActiveNodes(t *testing.T) {
+	// Node 2 was retired and nodes 5, 6 are spares (6 not started).
+	fc := &fakeCluster{n: 7, active: []int{0, 1, 3, 4, 5}}
+	r := NewRunner(fc, nil, func() int64 { return 0 }, nil)
+	for seed := range uint64(10) {
+		fc.drops, fc.killed = nil, nil
+		r.Run(context.Background(), []Fault{{Kind: PartitionHalves, Seed: seed}, {Kind: KillAll, Seed: seed}})
+		for _, l := range fc.drops {
+			if l.To == 2 || l.From == 2 || l.To == 6 || l.From == 6 {
+				t.Fatalf("seed %d: cut %v touches a node that is not active", seed, l)
+			}
+		}
+		if len(fc.killed) != 5 {
+			t.Fatalf("seed %d: kill-all killed %v, want the 5 active nodes", seed, fc.killed)
+		}
+	}
+}
+
+func TestMembershipWithoutHookIsAnError(t *testing.T) {
+	fc := &fakeCluster{n: 3}
+	r := NewRunner(fc, nil, func() int64 { return 0 }, nil)
+	ws := r.Run(context.Background(), []Fault{{Kind: MemberAdd}})
+	if len(ws) != 1 || ws[0].Err == "" {
+		t.Fatalf("windows %+v", ws)
 	}
 }

@@ -38,32 +38,48 @@ const (
 	// partition's leader, for longer than an election timeout.
 	PauseNode   Kind = "pause-node"
 	PauseLeader Kind = "pause-leader"
-	// Membership is reserved for node add, remove and drain during faults,
-	// once RingKV has elastic membership; Runner needs a Membership hook to
-	// run it.
-	Membership Kind = "membership"
+	// MemberAdd starts a spare node that joins the running cluster (--join,
+	// no --bootstrap-expect); placement moves replicas onto it.
+	MemberAdd Kind = "member-add"
+	// MemberDrain drains a node (kvctl drain) and undrains it 15-30 s later,
+	// while other faults run.
+	MemberDrain Kind = "member-drain"
+	// MemberRemove isolates a node, removes it (kvctl remove) through the
+	// majority, waits until its replicas are replaced, heals, and then
+	// checks that the node no longer serves reads of those partitions from
+	// its old copies.
+	MemberRemove Kind = "member-remove"
 )
+
+// MembershipKinds are the membership faults (the group "membership"). What
+// they do depends on the cluster at the time (spares left, nodes eligible
+// for replicas); see package jepsen's membership nemesis.
+var MembershipKinds = []Kind{MemberAdd, MemberDrain, MemberRemove}
+
+// IsMembership reports whether k is a membership fault.
+func IsMembership(k Kind) bool { return k == MemberAdd || k == MemberDrain || k == MemberRemove }
 
 // LossProbability is the drop probability of the Lossy fault.
 const LossProbability = 0.3
 
-// AllKinds lists every fault the suite runs today.
+// AllKinds lists every fault.
 var AllKinds = []Kind{PartitionHalves, IsolateNode, IsolateLeader, MajoritiesRing, Bridge, OneWay, Lossy,
-	KillOne, KillMinority, KillAll, PauseNode, PauseLeader}
+	KillOne, KillMinority, KillAll, PauseNode, PauseLeader, MemberAdd, MemberDrain, MemberRemove}
 
 // Groups of kinds, for the command line.
 var groups = map[string][]Kind{
-	"all":       AllKinds,
-	"partition": {PartitionHalves, IsolateNode, IsolateLeader, MajoritiesRing, Bridge},
-	"net":       {PartitionHalves, IsolateNode, IsolateLeader, MajoritiesRing, Bridge, OneWay, Lossy},
-	"kill":      {KillOne, KillMinority, KillAll},
-	"pause":     {PauseNode, PauseLeader},
-	"leader":    {IsolateLeader, PauseLeader},
-	"none":      {},
+	"all":        AllKinds,
+	"partition":  {PartitionHalves, IsolateNode, IsolateLeader, MajoritiesRing, Bridge},
+	"net":        {PartitionHalves, IsolateNode, IsolateLeader, MajoritiesRing, Bridge, OneWay, Lossy},
+	"kill":       {KillOne, KillMinority, KillAll},
+	"pause":      {PauseNode, PauseLeader},
+	"leader":     {IsolateLeader, PauseLeader},
+	"membership": MembershipKinds,
+	"none":       {},
 }
 
 // ParseKinds parses a comma-separated list of kinds and group names (all,
-// partition, net, kill, pause, leader, none).
+// partition, net, kill, pause, leader, membership, none).
 func ParseKinds(s string) ([]Kind, error) {
 	var out []Kind
 	seen := map[Kind]bool{}
@@ -85,15 +101,12 @@ func ParseKinds(s string) ([]Kind, error) {
 			continue
 		}
 		k := Kind(f)
-		if k == Membership {
-			return nil, fmt.Errorf("nemesis: %q needs elastic membership, which RingKV does not have yet", f)
-		}
 		known := false
 		for _, a := range AllKinds {
 			known = known || a == k
 		}
 		if !known {
-			return nil, fmt.Errorf("nemesis: unknown fault %q; known: %s and the groups all, partition, net, kill, pause, leader, none", f, joinKinds(AllKinds))
+			return nil, fmt.Errorf("nemesis: unknown fault %q; known: %s and the groups all, partition, net, kill, pause, leader, membership, none", f, joinKinds(AllKinds))
 		}
 		add(k)
 	}

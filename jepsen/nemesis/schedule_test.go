@@ -71,7 +71,8 @@ func TestParseKinds(t *testing.T) {
 		{"none", nil, false},
 		{"all", AllKinds, false},
 		{"bogus", nil, true},
-		{"membership", nil, true},
+		{"membership", MembershipKinds, false},
+		{"member-remove,kill-one", []Kind{MemberRemove, KillOne}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
