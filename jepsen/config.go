@@ -16,16 +16,22 @@ import (
 type Config struct {
 	// Name labels the suite in output ("smoke", "full", "faulty").
 	Name string
-	// Nodes, Partitions and Replicas shape each run's cluster.
+	// Nodes, Partitions and Replicas shape each run's cluster. Spares are
+	// extra nodes the membership faults may start (only in runs that have
+	// membership faults).
 	Nodes, Partitions, Replicas int
+	Spares                      int
 	// Runs is how many runs; run i uses seed Seed+i and the nemesis set
 	// Nemeses[i % len(Nemeses)].
 	Runs    int
 	Seed    uint64
 	Nemeses [][]nemesis.Kind
 	// Duration is each run's workload time; Timing shapes its schedule.
-	Duration time.Duration
-	Timing   nemesis.Timing
+	// Runs with membership faults last at least MembershipDuration (a
+	// removal alone takes 20-60 s).
+	Duration           time.Duration
+	MembershipDuration time.Duration
+	Timing             nemesis.Timing
 	// Workload configures the clients (Endpoints, Duration and Seed are set
 	// per run).
 	Workload workload.Config
@@ -70,7 +76,7 @@ type Config struct {
 func DefaultConfig() Config {
 	wl := workload.DefaultConfig()
 	return Config{
-		Name: "full", Nodes: 5, Partitions: 16, Replicas: 3,
+		Name: "full", Nodes: 5, Spares: 2, Partitions: 16, Replicas: 3,
 		Runs: 10, Seed: 1, Nemeses: [][]nemesis.Kind{nemesis.AllKinds},
 		Duration: 120 * time.Second, Timing: nemesis.DefaultTiming(), Workload: wl,
 		ConvergeLimit: 30 * time.Second, CheckTimeout: 2 * time.Minute,
@@ -83,16 +89,21 @@ func DefaultConfig() Config {
 }
 
 // SmokeConfig is the CI suite: 3 nodes, four 45 s runs covering partitions,
-// crashes and pauses.
+// crashes and pauses, and a 60 s run of membership faults (2 spares).
 func SmokeConfig() Config {
 	c := DefaultConfig()
 	c.Name, c.Nodes, c.Runs, c.Duration = "smoke", 3, 4, 45*time.Second
+	c.Runs = 5
 	c.Nemeses = [][]nemesis.Kind{
 		{nemesis.PartitionHalves, nemesis.IsolateLeader, nemesis.MajoritiesRing},
 		{nemesis.KillOne, nemesis.KillAll, nemesis.IsolateNode},
 		{nemesis.PauseLeader, nemesis.OneWay, nemesis.Lossy},
 		{nemesis.Bridge, nemesis.KillMinority, nemesis.PauseNode},
+		// 3 nodes and 2 spares: every removal or drain that would leave
+		// fewer than R eligible nodes makes a spare join first.
+		nemesis.MembershipKinds,
 	}
+	c.MembershipDuration = 60 * time.Second
 	c.Workload.Workers, c.Workload.GroupSize = 8, 4
 	c.Timing.MaxFault = 9 * time.Second
 	return c
@@ -102,6 +113,7 @@ func SmokeConfig() Config {
 func TestConfig() Config {
 	c := SmokeConfig()
 	c.Name, c.Runs, c.Duration = "test", 1, 30*time.Second
+	c.Nemeses = c.Nemeses[:4]
 	return c
 }
 
@@ -129,6 +141,7 @@ func FaultyConfig() Config {
 	c := SmokeConfig()
 	c.Name, c.Runs, c.Duration = "faulty", 4, 60*time.Second
 	c.Nemeses = [][]nemesis.Kind{{nemesis.PauseLeader}}
+	c.Spares = 0
 	c.Timing.MinFault, c.Timing.MaxFault = 2500*time.Millisecond, 4*time.Second
 	c.Timing.MinGap, c.Timing.MaxGap = time.Second, 2*time.Second
 	c.Workload.Workers, c.Workload.GroupSize, c.Workload.PinnedEvery = 24, 2, 1

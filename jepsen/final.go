@@ -78,7 +78,12 @@ func (r *run) replicaSets(ctx context.Context, cl *client.Client, f *history.Fin
 	}
 	f.Table = table
 	for _, row := range table {
+		// Voters only: a nonvoter still catching up serves no eventual
+		// reads (the node forwards them), so it cannot be asked.
 		f.Replicas[row.ID] = row.Replicas
+		if len(row.Voters) > 0 {
+			f.Replicas[row.ID] = row.Voters
+		}
 	}
 	return nil
 }
@@ -120,7 +125,7 @@ func partitionTable(ctx context.Context, cl *client.Client) ([]history.Partition
 // last read of each (key, replica).
 func (r *run) converge(ctx context.Context, c *cluster.Cluster, ks *workload.Keyspace, final map[string]*history.Op, replicas map[int][]string) ([]history.ReplicaRead, bool, float64) {
 	clients := map[string]*client.Client{}
-	for _, n := range c.Nodes {
+	for _, n := range c.Started() {
 		cc := r.clientConfig(c)
 		cc.Endpoints, cc.MaxAttempts = []string{n.ClientAddr()}, 2
 		cl, err := client.New(cc)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -45,6 +46,7 @@ type run struct {
 	seed        uint64
 	dir         string
 	kinds       []nemesis.Kind
+	duration    time.Duration
 	rec         *history.Recorder
 	finalClient int
 }
@@ -53,7 +55,7 @@ type run struct {
 func (r *run) clientConfig(c *cluster.Cluster) client.Config {
 	cc := r.cfg.Workload.Client
 	cc.Endpoints = nil
-	for _, n := range c.Nodes {
+	for _, n := range c.Started() {
 		cc.Endpoints = append(cc.Endpoints, n.ClientAddr())
 	}
 	return cc
@@ -92,18 +94,26 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 	if err := os.WriteFile(filepath.Join(r.dir, "seed"), fmt.Appendf(nil, "%d\n", r.seed), 0o644); err != nil {
 		return err
 	}
-	cc := cluster.Config{Prefix: cfg.Prefix, Image: cfg.Image, Nodes: cfg.Nodes, Subnet: cfg.Subnet,
+	spares := 0
+	if slices.ContainsFunc(r.kinds, nemesis.IsMembership) {
+		spares = cfg.Spares
+	}
+	cc := cluster.Config{Prefix: cfg.Prefix, Image: cfg.Image, Nodes: cfg.Nodes, Spares: spares, Subnet: cfg.Subnet,
 		Partitions: cfg.Partitions, Replicas: cfg.Replicas, DataDir: filepath.Join(r.dir, "data"), ExtraArgs: cfg.KVDArgs, Log: cfg.Log}
-	plan := nemesis.Plan(r.seed, r.kinds, cfg.Duration, cfg.Timing, cfg.Partitions)
+	r.duration = cfg.Duration
+	if spares > 0 || slices.ContainsFunc(r.kinds, nemesis.IsMembership) {
+		r.duration = max(r.duration, cfg.MembershipDuration)
+	}
+	plan := nemesis.Plan(r.seed, r.kinds, r.duration, cfg.Timing, cfg.Partitions)
 	if err := history.WriteJSON(filepath.Join(r.dir, "run.json"), map[string]any{
-		"suite": cfg.Name, "seed": r.seed, "nodes": cfg.Nodes, "partitions": cfg.Partitions, "replicas": cfg.Replicas,
-		"duration_s": cfg.Duration.Seconds(), "nemeses": r.kinds, "plan": plan, "kvd_tags": cfg.KVDTags, "race": cfg.Race,
+		"suite": cfg.Name, "seed": r.seed, "nodes": cfg.Nodes, "spares": spares, "partitions": cfg.Partitions, "replicas": cfg.Replicas,
+		"duration_s": r.duration.Seconds(), "nemeses": r.kinds, "plan": plan, "kvd_tags": cfg.KVDTags, "race": cfg.Race,
 		"kvd_args": cfg.KVDArgs, "subnet": cfg.Subnet, "workers": cfg.Workload.Workers, "group_size": cfg.Workload.GroupSize,
 		"ops_per_key": cfg.Workload.OpsPerKey,
 	}); err != nil {
 		return err
 	}
-	s.printf("run %d/%d seed %d: %d nodes, nemeses %s, %v\n", r.idx+1, cfg.Runs, r.seed, cfg.Nodes, kindsString(r.kinds), cfg.Duration)
+	s.printf("run %d/%d seed %d: %d nodes (%d spares), nemeses %s, %v\n", r.idx+1, cfg.Runs, r.seed, cfg.Nodes, spares, kindsString(r.kinds), r.duration)
 
 	c, err := cluster.Start(ctx, s.docker, cc)
 	logsCollected := false
@@ -157,13 +167,16 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 	for _, n := range c.Nodes {
 		wc.Endpoints[n.Name] = n.ClientAddr()
 	}
-	wc.Duration, wc.Seed, wc.Log = cfg.Duration, r.seed, cfg.Log
+	wc.Duration, wc.Seed, wc.Log = r.duration, r.seed, cfg.Log
 	wl, err := workload.New(wc, ks, r.rec)
 	if err != nil {
 		return err
 	}
 	defer wl.Close()
-	r.finalClient = wc.Workers + 1
+	// Client numbers: the register workers, the durability worker, the
+	// membership nemesis's probes, the final phase.
+	memberClient := wc.Workers + 1
+	r.finalClient = wc.Workers + 2
 
 	leaderOf := func(ctx context.Context, p int) (string, error) {
 		resp, err := ctl.Partitions(ctx)
@@ -181,8 +194,13 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 		return "", fmt.Errorf("no partition %d", p)
 	}
 	nem := nemesis.NewRunner(c, leaderOf, r.rec.Now, cfg.Log)
-	runCtx, stopRun := context.WithTimeout(ctx, cfg.Duration)
+	runCtx, stopRun := context.WithTimeout(ctx, r.duration)
 	defer stopRun()
+	var members *memberNemesis
+	if slices.ContainsFunc(r.kinds, nemesis.IsMembership) {
+		members = newMemberNemesis(c, r.rec, ks, r.clientConfig(c), memberClient, cfg.Replicas, time.Now().Add(r.duration), cfg.Log)
+		nem.SetMembership(members)
+	}
 	var wg sync.WaitGroup
 	var windows []history.Window
 	wg.Go(func() { windows = nem.Run(runCtx, plan) })
@@ -191,6 +209,13 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 	stopRun()
 	wg.Wait()
 	stopStatus()
+	var membership *history.Membership
+	if members != nil {
+		membership = members.Finish() // undrains what is still drained
+		if err := history.WriteJSON(filepath.Join(r.dir, "membership.json"), membership); err != nil {
+			return err
+		}
+	}
 	if werr != nil {
 		return werr
 	}
@@ -211,6 +236,17 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 	if rerr != nil {
 		res.Warnings = append(res.Warnings, "not ready 60s after the final heal: "+rerr.Error())
 		s.printf("  warning: %s\n", res.Warnings[len(res.Warnings)-1])
+	}
+	if membership != nil {
+		// Replicas still moving (a drain just undone, a node just added)
+		// are nonvoters that serve no eventual reads yet: let placement
+		// settle before the convergence check.
+		settleStart := time.Now()
+		serr := settle(ctx, ctl, 90*time.Second)
+		s.printf("  membership: placement settled=%v after %.1fs\n", serr == nil, time.Since(settleStart).Seconds())
+		if serr != nil {
+			res.Warnings = append(res.Warnings, "placement still moving 90s after the final heal: "+serr.Error())
+		}
 	}
 	final, ferr := r.finalPhase(ctx, c, ks, wl.Keys())
 	final.Healed, final.Ready, final.ReadyAt = healed, rerr == nil, readyAfter
@@ -289,6 +325,27 @@ func runVerdict(cfg Config, res RunResult) string {
 	return VerdictFail
 }
 
+// settle waits until no partition is moving a replica and every one has a
+// leader and R voters, as the cluster reports it.
+func settle(ctx context.Context, cl *client.Client, limit time.Duration) error {
+	return retry(ctx, limit, func(ctx context.Context) error {
+		resp, err := cl.Partitions(ctx)
+		if err != nil {
+			return err
+		}
+		var busy []string
+		for _, p := range resp.GetPartitions() {
+			if p.GetMoving() || p.GetLeader() == "" || len(p.GetNonvoters()) > 0 {
+				busy = append(busy, fmt.Sprintf("p%d", p.GetId()))
+			}
+		}
+		if len(busy) > 0 {
+			return fmt.Errorf("moving or leaderless: %s", strings.Join(busy, " "))
+		}
+		return nil
+	})
+}
+
 // everyPartitionLed reports an error unless the partition table names a
 // leader for each of the p partitions (it retries for up to 30 s).
 func everyPartitionLed(ctx context.Context, cl *client.Client, p int) error {
@@ -342,7 +399,14 @@ func CheckDir(dir string, cfg checker.Config, html bool) (*checker.Report, error
 	if _, err := os.Stat(logDir); err != nil {
 		logDir = ""
 	}
-	rep := checker.Check(checker.Input{Ops: ops, Final: fp, LogDir: logDir}, cfg)
+	var mem *history.Membership
+	var m history.Membership
+	if err := history.ReadJSON(filepath.Join(dir, "membership.json"), &m); err == nil {
+		mem = &m
+	} else if !os.IsNotExist(err) {
+		return nil, err
+	}
+	rep := checker.Check(checker.Input{Ops: ops, Final: fp, LogDir: logDir, Membership: mem}, cfg)
 	if err := history.WriteJSON(filepath.Join(dir, "report.json"), rep); err != nil {
 		return rep, err
 	}
