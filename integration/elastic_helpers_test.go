@@ -150,11 +150,12 @@ func (c *cluster) pollReady(i int) bool {
 	return ready && p.running()
 }
 
-// runningNodes returns the indexes of the nodes whose process is alive.
+// runningNodes returns the indexes of the nodes whose process is alive and
+// not paused.
 func (c *cluster) runningNodes() []int {
 	var out []int
 	for i, p := range c.nodes {
-		if p.running() {
+		if p.running() && !p.paused {
 			out = append(out, i)
 		}
 	}

@@ -125,9 +125,10 @@ type proc struct {
 	fresh   bool // no data dir when launched: free to take other ports
 	attempt int  // starts of the current launch
 
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	err  error         // cmd.Wait's result, set before done closes
+	cmd    *exec.Cmd
+	paused bool          // stopped by SIGSTOP: alive, but answers nothing
+	done   chan struct{} // closed when cmd has exited
+	err    error         // cmd.Wait's result, set before done closes
 }
 
 // running reports whether the node's process is alive.

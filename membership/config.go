@@ -35,6 +35,12 @@ type Config struct {
 	// Meta.GossipAddr becomes the advertised gossip host:port.
 	Meta Meta
 
+	// State, when set, is exchanged with peers in every push/pull sync (anti-entropy, every
+	// PushPullInterval, and on join): Local returns what this node shares, Merge receives a
+	// peer's. It carries state that must reach nodes that missed its broadcast (a node cut off or
+	// stopped at the time), and must be small (a few KB).
+	State StateExchange
+
 	// Logger receives this package's logs and memberlist's, mapped to slog levels. nil discards.
 	Logger *slog.Logger
 	// Now is the clock for Member.Since; nil means time.Now.
@@ -172,4 +178,10 @@ func (c Config) memberlistConfig() *memberlist.Config {
 	mc.PushPullInterval, mc.TCPTimeout = c.PushPullInterval, c.TCPTimeout
 	mc.GossipToTheDeadTime, mc.DeadNodeReclaimTime = c.GossipToTheDeadTime, c.DeadNodeReclaimTime
 	return mc
+}
+
+// StateExchange is the application state a node exchanges in push/pull syncs.
+type StateExchange struct {
+	Local func() []byte
+	Merge func(remote []byte)
 }

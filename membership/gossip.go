@@ -594,8 +594,20 @@ func (d *delegate) NotifyMsg(buf []byte) {
 }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *delegate) LocalState(join bool) []byte                { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// LocalState and MergeRemoteState carry Config.State through push/pull syncs.
+func (d *delegate) LocalState(join bool) []byte {
+	if d.g.cfg.State.Local == nil {
+		return nil
+	}
+	return d.g.cfg.State.Local()
+}
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	if d.g.cfg.State.Merge != nil && len(buf) > 0 {
+		d.g.cfg.State.Merge(buf)
+	}
+}
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.g.nodeAlive(n, true) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.g.nodeAlive(n, false) }

@@ -568,3 +568,43 @@ func TestMeasureDeadDetection(t *testing.T) {
 		}
 	}
 }
+
+// TestStateExchange: Config.State travels in push/pull syncs both ways, on
+// join and then periodically, so state set after the join still arrives.
+func TestStateExchange(t *testing.T) {
+	var mu sync.Mutex
+	local := map[string]string{}
+	got := map[string][]string{}
+	edit := func(name string) func(*Config) {
+		return func(c *Config) {
+			c.PushPullInterval = 200 * time.Millisecond
+			c.State = StateExchange{
+				Local: func() []byte { mu.Lock(); defer mu.Unlock(); return []byte(local[name]) },
+				Merge: func(b []byte) { mu.Lock(); defer mu.Unlock(); got[name] = append(got[name], string(b)) },
+			}
+		}
+	}
+	mu.Lock()
+	local["a"] = "from a"
+	mu.Unlock()
+	a := startNode(t, "a", edit("a"))
+	b := startNode(t, "b", edit("b"))
+	if _, err := b.Join([]string{a.Local().Addr}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	local["b"] = "from b" // set after the join: only a periodic sync carries it
+	mu.Unlock()
+	waitFor(t, 10*time.Second, "each side merged the other's state", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got["b"], "from a") && slices.Contains(got["a"], "from b")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range append(got["a"], got["b"]...) {
+		if s == "" {
+			t.Fatalf("an empty state was merged: %q", got)
+		}
+	}
+}

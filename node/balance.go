@@ -79,7 +79,7 @@ func (n *Node) balanceOnce() {
 	if takers == 0 || (takers < 2 && n.mayLead(n.cfg.Name)) {
 		return
 	}
-	limit := (n.id.Partitions + takers - 1) / takers
+	limit := (n.ring.Partitions() + takers - 1) / takers
 	if !n.mayLead(n.cfg.Name) {
 		limit = 0
 	}

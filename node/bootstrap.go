@@ -234,7 +234,7 @@ func (n *Node) bootstrapReplicas() error {
 	}
 	placement := partition.PlaceAll(n.ring, names, id.Replicas)
 	hosted := 0
-	for pid := range n.id.Partitions {
+	for pid := range id.Partitions {
 		reps := placement[partition.ID(pid)]
 		if !slices.Contains(reps, n.cfg.Name) {
 			continue

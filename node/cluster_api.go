@@ -49,7 +49,7 @@ func (s clusterService) Partitions(ctx context.Context, req *connect.Request[rin
 	n := s.n
 	local := n.localPartitions()
 	if req.Msg.LocalOnly {
-		return connect.NewResponse(&ringkvv1.PartitionsResponse{PartitionCount: uint32(n.id.Partitions), Partitions: local, ServedBy: n.cfg.Name}), nil
+		return connect.NewResponse(&ringkvv1.PartitionsResponse{PartitionCount: uint32(n.ring.Partitions()), Partitions: local, ServedBy: n.cfg.Name}), nil
 	}
 	reports := []partitionReport{{from: n.cfg.Name, parts: local}}
 	var mu sync.Mutex
@@ -68,7 +68,7 @@ func (s clusterService) Partitions(ctx context.Context, req *connect.Request[rin
 		merged[p.Partition].Moving, merged[p.Partition].UnderReplicated = p.Moving, p.UnderReplicated
 	}
 	return connect.NewResponse(&ringkvv1.PartitionsResponse{
-		PartitionCount: uint32(n.id.Partitions),
+		PartitionCount: uint32(n.ring.Partitions()),
 		Partitions:     merged,
 		ServedBy:       n.cfg.Name,
 	}), nil
@@ -150,8 +150,8 @@ func (n *Node) mergePartitions(reports []partitionReport) []*ringkvv1.Partition 
 		}
 	}
 	desired := n.desired()
-	out := make([]*ringkvv1.Partition, 0, n.id.Partitions)
-	for pid := range uint32(n.id.Partitions) {
+	out := make([]*ringkvv1.Partition, 0, n.ring.Partitions())
+	for pid := range uint32(n.ring.Partitions()) {
 		p, ok := best[pid]
 		if !ok {
 			// Nobody reported it: show where it should be, with no leader.
@@ -169,7 +169,7 @@ func (s clusterService) Status(ctx context.Context, _ *connect.Request[ringkvv1.
 	out := &ringkvv1.StatusResponse{
 		Node:              n.cfg.Name,
 		ClusterId:         id.ClusterID,
-		PartitionCount:    uint32(n.id.Partitions),
+		PartitionCount:    uint32(n.ring.Partitions()),
 		ReplicationFactor: uint32(id.Replicas),
 		Version:           Version,
 	}
@@ -190,13 +190,13 @@ func (s clusterService) Status(ctx context.Context, _ *connect.Request[ringkvv1.
 		}
 	}
 	for _, m := range n.aliveMembers() {
-		for pid := range uint32(n.id.Partitions) {
+		for pid := range uint32(n.ring.Partitions()) {
 			if bitSet(m.Meta.Leading, pid) {
 				known[pid] = true
 			}
 		}
 	}
-	out.PartitionsWithoutLeader = uint32(n.id.Partitions - len(known))
+	out.PartitionsWithoutLeader = uint32(n.ring.Partitions() - len(known))
 	out.Draining = id.Draining
 	for _, m := range id.InitialMembers {
 		out.Founders = append(out.Founders, m.Name+"@"+m.PeerAddr)

@@ -60,6 +60,9 @@ func (n *Node) ready() error {
 	if !n.bootstrapped.Load() {
 		return errors.New("cluster not formed yet (waiting for --bootstrap-expect nodes or for --join)")
 	}
+	if n.removedSelf() {
+		return errRemovedSelf
+	}
 	missing := 0
 	for _, r := range n.localReplicas() {
 		if r.LeaderID() == "" {

@@ -272,6 +272,7 @@ func (n *Node) startGossip() error {
 	}
 	gc.Logger = n.log.With("component", "gossip")
 	gc.Meta = n.meta()
+	gc.State = membership.StateExchange{Local: n.localRemovedState, Merge: n.mergeRemovedState}
 	g, err := membership.Start(gc)
 	if err != nil {
 		return fmt.Errorf("--gossip-addr %s: %w", n.cfg.GossipAddr, err)
@@ -300,7 +301,7 @@ func (n *Node) meta() membership.Meta {
 		PeerAddr:   n.PeerAddr(),
 		GossipAddr: gossipAddr,
 		ClusterID:  id.ClusterID,
-		Partitions: uint32(n.id.Partitions),
+		Partitions: uint32(id.Partitions),
 		Replicas:   uint32(id.Replicas),
 		BootNonce:  id.BootNonce,
 		Draining:   id.Draining,
@@ -446,8 +447,8 @@ func (n *Node) openExistingReplicas() error {
 		return err
 	}
 	for _, pid := range pids {
-		if int(pid) >= n.id.Partitions {
-			return fmt.Errorf("data dir holds partition %d but the cluster has %d partitions", pid, n.id.Partitions)
+		if int(pid) >= n.ring.Partitions() {
+			return fmt.Errorf("data dir holds partition %d but the cluster has %d partitions", pid, n.ring.Partitions())
 		}
 		if _, err := n.openReplica(pid); err != nil {
 			return fmt.Errorf("open replica of partition %d: %w", pid, err)
