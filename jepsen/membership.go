@@ -345,6 +345,7 @@ func (h *memberNemesis) remove(ctx context.Context, rng *rand.Rand, exclude []in
 		if rm.Err != "" {
 			a.Err = rm.Err
 		}
+		rm.End = h.rec.Now()
 		a.End, a.Detail = h.rec.Now(), strings.Join(steps, "; ")
 		h.mu.Lock()
 		h.record.Removals = append(h.record.Removals, rm)
@@ -511,11 +512,7 @@ func (h *memberNemesis) remove(ctx context.Context, rng *rand.Rand, exclude []in
 		if err != nil {
 			return err
 		}
-		for _, p := range rm.Partitions {
-			if hosted[p] && !slices.Contains(rm.Rehosted, p) {
-				rm.Rehosted = append(rm.Rehosted, p)
-			}
-		}
+		noteRehosted(&rm, hosted)
 		return nil
 	})
 	if err != nil {
@@ -523,15 +520,23 @@ func (h *memberNemesis) remove(ctx context.Context, rng *rand.Rand, exclude []in
 	}
 	time.Sleep(2 * time.Second) // placement runs once more
 	if hosted, err := localPartitions(ctx, cl); err == nil {
-		for _, p := range rm.Partitions {
-			if hosted[p] && !slices.Contains(rm.Rehosted, p) {
-				rm.Rehosted = append(rm.Rehosted, p)
-			}
-		}
+		noteRehosted(&rm, hosted)
 	}
 	rounds(2)
 	steps = append(steps, fmt.Sprintf("%d reads through %s after; restarted (copies back: %v)", rm.ReadsAfter, name, rm.Rehosted))
 	return strings.Join(steps, "; "), nil
+}
+
+// noteRehosted notes the partitions of rm that a restarted node hosts again.
+// It hosted none of them before the restart, so the restart is when this
+// can have begun.
+func noteRehosted(rm *history.Removal, hosted map[int]bool) {
+	for _, p := range rm.Partitions {
+		if hosted[p] && !slices.Contains(rm.Rehosted, p) {
+			rm.Rehosted = append(rm.Rehosted, p)
+			rm.RehostedAt = rm.Restarted
+		}
+	}
 }
 
 // writeProbes writes v (suffixed with the partition) to every probe key

@@ -215,6 +215,16 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 		if err := history.WriteJSON(filepath.Join(r.dir, "membership.json"), membership); err != nil {
 			return err
 		}
+		for _, rm := range membership.Removals {
+			if len(rm.Rehosted) > 0 {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("removed node %s hosts replicas of partitions it was removed from again after its restart: %v", rm.Node, rm.Rehosted))
+			}
+		}
+		for _, a := range membership.Actions {
+			if a.Err != "" {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("membership %s %s: %s", a.Action, a.Node, a.Err))
+			}
+		}
 	}
 	if werr != nil {
 		return werr
@@ -242,13 +252,21 @@ func (r *run) execute(ctx context.Context, s *Suite, res *RunResult) error {
 		// are nonvoters that serve no eventual reads yet: let placement
 		// settle before the convergence check.
 		settleStart := time.Now()
-		serr := settle(ctx, ctl, 90*time.Second)
+		serr := settle(ctx, ctl, 45*time.Second)
 		s.printf("  membership: placement settled=%v after %.1fs\n", serr == nil, time.Since(settleStart).Seconds())
 		if serr != nil {
-			res.Warnings = append(res.Warnings, "placement still moving 90s after the final heal: "+serr.Error())
+			res.Warnings = append(res.Warnings, "placement still moving 45s after the final heal: "+serr.Error())
 		}
 	}
-	final, ferr := r.finalPhase(ctx, c, ks, wl.Keys())
+	keys := wl.Keys()
+	if membership != nil {
+		for _, rm := range membership.Removals {
+			for _, k := range rm.Keys {
+				keys = append(keys, k)
+			}
+		}
+	}
+	final, ferr := r.finalPhase(ctx, c, ks, keys)
 	final.Healed, final.Ready, final.ReadyAt = healed, rerr == nil, readyAfter
 	if rerr != nil {
 		final.ReadyErr = rerr.Error()

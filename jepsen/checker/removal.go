@@ -14,8 +14,9 @@ import (
 // workload's and the membership nemesis's probes) that the node served
 // itself for such a partition, called after the drop was seen, must return
 // a value no older than the latest write acknowledged before the read
-// began. The node must also drop its copies in time and not bring them
-// back when it restarts.
+// began. The node must also drop its copies in time. The rule covers the
+// time the nemesis watched the node after it dropped them, until it hosted
+// a replica again (a restarted removed node may; see Removal.Rehosted).
 func checkRemovals(byKey map[string][]*history.Op, removals []history.Removal) []Violation {
 	var out []Violation
 	for _, rm := range removals {
@@ -25,10 +26,6 @@ func checkRemovals(byKey map[string][]*history.Op, removals []history.Removal) [
 					"%s was removed from p%d while cut off (replaced at %.3fs, healed at %.3fs) and still hosted a replica of it when the harness stopped waiting",
 					rm.Node, p, secs(rm.Replaced), secs(rm.Healed))})
 			}
-		}
-		if len(rm.Rehosted) > 0 {
-			out = append(out, Violation{Kind: KindRemovedKept, Detail: fmt.Sprintf(
-				"%s hosted replicas of partitions %v again after its restart at %.3fs, although it was removed from them", rm.Node, rm.Rehosted, secs(rm.Restarted))})
 		}
 	}
 	for _, key := range sortedKeys(byKey) {
@@ -42,6 +39,9 @@ func checkRemovals(byKey map[string][]*history.Op, removals []history.Removal) [
 				if !ok || o.ServedBy != rm.Node || o.Call < dropped || !slices.Contains(rm.Partitions, o.Partition) {
 					continue
 				}
+				if until := watchedUntil(rm); until > 0 && o.Call >= until {
+					continue // hosted again: an ordinary replica now
+				}
 				if latest, stale := staleRead(ops, o); stale {
 					out = append(out, Violation{Kind: KindRemovedStaleRead, Key: key, Detail: fmt.Sprintf(
 						"%s, removed from p%d while cut off and known to have dropped its replica at %.3fs, answered %s; the latest write acknowledged before that read was %s",
@@ -51,6 +51,16 @@ func checkRemovals(byKey map[string][]*history.Op, removals []history.Removal) [
 		}
 	}
 	return out
+}
+
+// watchedUntil is when the rule stops applying to rm.Node's reads: when it
+// was seen hosting a replica again, else when the nemesis stopped watching
+// it (0: no bound).
+func watchedUntil(rm history.Removal) int64 {
+	if rm.RehostedAt > 0 {
+		return rm.RehostedAt
+	}
+	return rm.End
 }
 
 // staleRead reports whether read r of a key returned a state older than

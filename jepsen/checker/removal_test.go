@@ -104,10 +104,24 @@ func TestRemovedNodeMustDropItsCopies(t *testing.T) {
 	if got := checkRemovals(nil, m.Removals); len(got) != 1 || got[0].Kind != KindRemovedKept {
 		t.Fatalf("a copy never dropped: %v", got)
 	}
+	// A read after the node hosts the partition again is an ordinary
+	// replica's eventual read.
+	h0 := &hist{}
+	h0.put(0, "m/2", "old", 0, 10)
+	h0.put(0, "m/2", "fresh", 200, 210)
+	servedBy(h0.eget(1, "m/2", "old", 1000, 1010), "n3", 2)
+	for _, o := range h0.ops {
+		o.Partition = 2
+	}
 	m = removal()
-	m.Removals[0].Rehosted, m.Removals[0].Restarted = []int{2}, 900e6
-	if got := checkRemovals(nil, m.Removals); len(got) != 1 || got[0].Kind != KindRemovedKept {
-		t.Fatalf("a copy back after a restart: %v", got)
+	m.Removals[0].Rehosted, m.Removals[0].Restarted, m.Removals[0].RehostedAt = []int{2}, 900e6, 950e6
+	if got := checkRemovals(ByKey(h0.ops), m.Removals); len(got) != 0 {
+		t.Fatalf("a read after the node hosts the partition again: %v", got)
+	}
+	m = removal()
+	m.Removals[0].End = 2000e6
+	if got := checkRemovals(ByKey(h0.ops), m.Removals); len(got) != 1 || got[0].Kind != KindRemovedStaleRead {
+		t.Fatalf("a stale read while watched: %v", got)
 	}
 	// Through Check, with the record attached.
 	h := &hist{}

@@ -300,13 +300,17 @@ func (c *Cluster) Index(name string) (int, bool) {
 	return 0, false
 }
 
-// WaitReady polls every node's /readyz until all answer 200 or timeout.
+// WaitReady polls the /readyz of every active node (started, not retired)
+// until all answer 200 or timeout.
 func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	hc := &http.Client{Timeout: 2 * time.Second}
 	pending := map[string]string{} // node -> last answer
-	nodes := c.Started()
+	var nodes []Node
+	for _, i := range c.Active() {
+		nodes = append(nodes, c.Nodes[i])
+	}
 	for _, n := range nodes {
 		pending[n.Name] = "no answer"
 	}

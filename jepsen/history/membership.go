@@ -25,9 +25,16 @@ type Removal struct {
 	// from its own replica of that partition must not be stale.
 	Dropped map[int]int64 `json:"dropped"`
 	// Restarted is when Node was restarted (gracefully) after dropping its
-	// copies; Rehosted lists the partitions it hosted again afterwards.
-	Restarted int64 `json:"restarted,omitempty"`
-	Rehosted  []int `json:"rehosted,omitempty"`
+	// copies; Rehosted lists the partitions it hosted again afterwards,
+	// first seen at RehostedAt (a node that did not record its own removal
+	// may host replicas again, and a member that did not record it may add
+	// it back: from then on its reads are an ordinary replica's).
+	Restarted  int64 `json:"restarted,omitempty"`
+	Rehosted   []int `json:"rehosted,omitempty"`
+	RehostedAt int64 `json:"rehosted_at,omitempty"`
+	// End is when the nemesis stopped watching Node. The checker judges
+	// Node's reads between Dropped and RehostedAt, or End.
+	End int64 `json:"end"`
 	// ReadsBefore counts the probe reads Node answered from its own
 	// replica after the heal and before it dropped it, and StaleBefore how
 	// many of them were stale (eventual reads may be; a measure).
