@@ -72,7 +72,7 @@ func chooseMember(k nemesis.Kind, s memberState) memberPlan {
 		case s.Draining > 0 && s.Spares > 0:
 			return memberPlan{Action: actAdd, Why: strings.TrimPrefix(why+"; a drain is pending", "; ")}
 		case s.Draining > 0:
-			return memberPlan{Action: actSkip, Why: strings.TrimPrefix(why+"; a drain is pending and no spare is left", "; ")}
+			return memberPlan{Action: actSkip, Why: strings.TrimPrefix(why+"; a drain is pending", "; ")}
 		case s.Eligible-1 >= s.Replicas:
 			return memberPlan{Action: actDrain, Why: why}
 		case s.Spares > 0:
