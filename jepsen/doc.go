@@ -1,6 +1,8 @@
 // Package jepsen is RingKV's Jepsen-style fault suite: it runs real kvd
 // processes in Docker containers, drives them with clients while a nemesis
-// partitions, kills and pauses nodes on a seeded schedule, and checks every
+// partitions, kills and pauses nodes and changes membership (spares join,
+// nodes are drained, isolated nodes removed) on a seeded schedule, and
+// checks every
 // history for linearizability (porcupine) and the other promises the README
 // makes.
 //
