@@ -31,3 +31,13 @@ bench-clean:
 .PHONY: rebalance
 rebalance: build
 	./bench/rebalance.sh
+
+## failover: kill -9 the busiest leader of a fresh 3-node cluster: how long writes to its partitions stop (RUNS, PARTITIONS, KVD_FLAGS).
+.PHONY: failover
+failover: build
+	./bench/failover.sh
+
+## idle: CPU of an idle 3-node cluster at 16, 64 and 256 partitions (PARTITION_COUNTS, IDLE_SECONDS, KVD_FLAGS).
+.PHONY: idle
+idle: build
+	./bench/idle.sh

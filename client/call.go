@@ -44,6 +44,7 @@ type call struct {
 	pid          partition.ID
 	havePID      bool
 	hint         string // endpoint a node named as leader, for the next attempt
+	immediate    bool   // the last retry went at once, without a backoff
 	maybeApplied bool   // some attempt of a write may have been applied
 	last         error
 	attempts     int
@@ -143,9 +144,15 @@ func (c *Client) afterFailure(s *call, ep string, v verdict) (now bool) {
 		s.hint = c.router.addr(v.hint)
 	}
 	c.log.Debug("ringkv: retrying", "op", s.op, "attempt", s.attempts, "endpoint", ep, "err", s.last, "hint", s.hint)
-	// A fresh hint is worth trying at once, but not twice in a row, so that
-	// two nodes naming each other cannot spin.
-	return s.hint != "" && prev == ""
+	// A fresh hint is worth trying at once, and so is another node after a
+	// connection failure (a node that is down: the next one holds the
+	// request and retries it itself while the partition elects a leader).
+	// Never twice in a row, so that two nodes naming each other, or a
+	// cluster that is all down, cannot make the client spin.
+	now = (s.hint != "" && prev == "") || v.connFailed
+	now = now && !s.immediate
+	s.immediate = now
+	return now
 }
 
 // pick chooses the endpoint of the next attempt.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -451,6 +452,28 @@ func TestFailedEndpointIsTriedLast(t *testing.T) {
 	}
 	if got := len(cl.Nodes[0].Calls(ringkvv1connect.KVGetProcedure)); got != 10 {
 		t.Fatalf("live node served %d of 10 reads", got)
+	}
+}
+
+// TestDeadNodeCostsNoBackoff: after a connection failure the next attempt
+// goes at once to another node (which retries on its own while a partition
+// elects a leader), so a node that just died does not add the client's
+// backoff to a failover.
+func TestDeadNodeCostsNoBackoff(t *testing.T) {
+	cl := clienttest.NewCluster(t, 1, 4)
+	var slept []time.Duration
+	c := newTestClient(t, []string{deadAddr(t), cl.Nodes[0].Addr}, func(cfg *Config) {
+		cfg.BackoffBase, cfg.BackoffMax = time.Hour, time.Hour // a backoff would hit the deadline
+	})
+	c.jitter = func(n int64) int64 { slept = append(slept, time.Duration(n)); return n - 1 }
+	ctx := testCtx(t, 10*time.Second)
+	for i := range 4 {
+		if _, err := c.Put(ctx, fmt.Appendf(nil, "k%d", i), []byte("v")); err != nil {
+			t.Fatalf("put %d with one of two nodes down: %v (backoffs drawn: %v)", i, err, slept)
+		}
+	}
+	if len(slept) != 0 {
+		t.Fatalf("backoffs drawn: %v; want none when another node answers", slept)
 	}
 }
 

@@ -37,11 +37,27 @@ func (n *Node) reconcile() {
 		if !n.bootstrapped.Load() {
 			continue
 		}
+		n.hintLeadersGone()
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RequestTimeout)
 		n.hostDesired()
 		n.leadMoves(ctx)
 		n.collectRemoved(ctx)
 		cancel()
+	}
+}
+
+// hintLeadersGone tells each local follower whose leader's node gossip no
+// longer reports alive, so that it stands for election early (see
+// replica/failover.go; a wrong hint costs nothing).
+func (n *Node) hintLeadersGone() {
+	for _, r := range n.localReplicas() {
+		lid := r.LeaderID()
+		if lid == "" || lid == n.cfg.Name {
+			continue
+		}
+		if m, ok := n.member(lid); ok && m.Status != membership.StatusAlive {
+			r.LeaderGone(lid, "gossip reports its node "+string(m.Status))
+		}
 	}
 }
 

@@ -175,6 +175,8 @@ type Replica struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	failingOver atomic.Bool // a fast failover is under way (failover.go)
 }
 
 // Open starts the replica: it loads the FSM and Raft state from the store and
@@ -264,6 +266,9 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	r.raft = ra
 	r.verify = newVerifier(ra)
+	if l, ok := cfg.Layer.(interface{ OnHangup(func()) }); ok {
+		l.OnHangup(r.onHangup)
+	}
 	r.wg.Add(2)
 	go r.watchLeadership()
 	go r.runProposer()

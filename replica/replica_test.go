@@ -27,11 +27,18 @@ type group struct {
 	stores  map[string]*storage.Store
 	snaps   map[string]raft.SnapshotStore
 	servers []Server
+	edit    func(*Config)
 }
 
 func newGroup(t *testing.T, ids ...string) *group {
 	t.Helper()
-	g := &group{t: t, ids: ids, reps: map[string]*Replica{}, trans: map[string]*raft.InmemTransport{},
+	return newGroupWith(t, nil, ids...)
+}
+
+// newGroupWith is newGroup with every replica's config changed by edit.
+func newGroupWith(t *testing.T, edit func(*Config), ids ...string) *group {
+	t.Helper()
+	g := &group{t: t, ids: ids, edit: edit, reps: map[string]*Replica{}, trans: map[string]*raft.InmemTransport{},
 		stores: map[string]*storage.Store{}, snaps: map[string]raft.SnapshotStore{}}
 	for _, id := range ids {
 		st, err := storage.Open(storage.TestConfig())
@@ -78,6 +85,9 @@ func (g *group) start(id string) {
 	cfg.transport = g.trans[id]
 	cfg.snapshots = g.snaps[id]
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	if g.edit != nil {
+		g.edit(&cfg)
+	}
 	r, err := Open(cfg)
 	if err != nil {
 		g.t.Fatal(err)
@@ -280,6 +290,61 @@ func TestFailoverKeepsAcknowledgedWrites(t *testing.T) {
 		}
 		propose(t, nl, put("after", "x", 100))
 	})
+}
+
+// TestLeaderGoneElectsEarly: with production timings (1 s heartbeat
+// timeout), a follower stands for election only after 1 to 2 s of silence;
+// told that the leader's node is down (LeaderGone), the followers elect a
+// new leader after LeaderLeaseTimeout (500 ms) plus their stagger, and then
+// go back to the normal heartbeat timeout.
+func TestLeaderGoneElectsEarly(t *testing.T) {
+	production := func(c *Config) {
+		d := DefaultConfig()
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = d.HeartbeatTimeout, d.ElectionTimeout, d.LeaderLeaseTimeout
+	}
+	failover := func(t *testing.T, hint bool) time.Duration {
+		var took time.Duration
+		synctest.Test(t, func(t *testing.T) {
+			g := newGroupWith(t, production, "a", "b", "c")
+			l := g.leader()
+			dead := l.cfg.NodeID
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			g.isolate(dead)
+			killed := time.Now()
+			var rest []string
+			for _, id := range g.ids {
+				if id != dead {
+					rest = append(rest, id)
+					if hint {
+						g.reps[id].LeaderGone(dead, "test")
+					}
+				}
+			}
+			g.leader(rest...)
+			took = time.Since(killed)
+			// The heartbeat timeout is back to normal once a leader is known.
+			deadline := time.Now().Add(10 * time.Second)
+			for _, id := range rest {
+				for g.reps[id].raft.ReloadableConfig().HeartbeatTimeout != DefaultConfig().HeartbeatTimeout {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: heartbeat timeout %v, not restored to %v", id, g.reps[id].raft.ReloadableConfig().HeartbeatTimeout, DefaultConfig().HeartbeatTimeout)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		})
+		return took
+	}
+	without, with := failover(t, false), failover(t, true)
+	t.Logf("new leader ready %v after the leader died without the hint, %v with it", without, with)
+	if without < DefaultConfig().HeartbeatTimeout {
+		t.Errorf("without the hint a leader was elected after %v; Raft should wait at least the heartbeat timeout", without)
+	}
+	if with >= DefaultConfig().HeartbeatTimeout {
+		t.Errorf("with the hint the new leader took %v; want under the %v heartbeat timeout", with, DefaultConfig().HeartbeatTimeout)
+	}
 }
 
 func TestQuorumLossFailsFastButEventualReadsAnswer(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,8 @@ type Layer struct {
 	mu     sync.Mutex
 	closed bool
 	conns  map[*conn]struct{}
+
+	hangup atomic.Pointer[func()] // see OnHangup
 }
 
 var _ net.Listener = (*Layer)(nil)
@@ -38,6 +41,14 @@ func newLayer(m *Mux, pid uint32) *Layer {
 		conns:    make(map[*conn]struct{}),
 	}
 }
+
+// OnHangup sets f to be called, on a goroutine of its own, whenever the
+// peer of an accepted connection hangs up: a read of it ends with EOF or a
+// reset. A Raft follower's inbound connections come from its leader, so
+// this is the first sign that the leader's process is gone (its kernel
+// closes the sockets at once). It is only a hint: a leader also closes
+// connections it no longer needs.
+func (l *Layer) OnHangup(f func()) { l.hangup.Store(&f) }
 
 // Partition returns the partition id this layer serves.
 func (l *Layer) Partition() uint32 { return l.pid }
@@ -70,6 +81,9 @@ func (l *Layer) Accept() (net.Conn, error) {
 // handshake on it.
 func (l *Layer) admit(c net.Conn) (net.Conn, error) {
 	tc, err := l.track(c)
+	if err == nil {
+		tc.inbound = true
+	}
 	if err != nil {
 		writeStatus(c, statusUnknownPartition)
 		_ = c.Close()
@@ -241,7 +255,21 @@ func (l *Layer) Close() error {
 // conn is a connection owned by a Layer; closing it releases the ownership.
 type conn struct {
 	net.Conn
-	layer *Layer
+	layer   *Layer
+	inbound bool // accepted, not dialed
+	hungUp  atomic.Bool
+}
+
+// Read reports the peer's hangup of an inbound connection (see OnHangup),
+// once per connection. Errors of our own close are not hangups.
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && c.inbound && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		if f := c.layer.hangup.Load(); f != nil && c.hungUp.CompareAndSwap(false, true) {
+			go (*f)()
+		}
+	}
+	return n, err
 }
 
 func (c *conn) Close() error {

@@ -572,3 +572,41 @@ func benchDial(b *testing.B, dial func() (net.Conn, error)) {
 		_ = c.Close()
 	}
 }
+
+// TestOnHangup: the hook runs when the peer of an accepted connection hangs
+// up, once per connection; not when we close it ourselves, nor for dialed
+// connections.
+func TestOnHangup(t *testing.T) {
+	a, b := newTestMux(t, nil), newTestMux(t, nil)
+	from, to := mustListen(t, a, 3), mustListen(t, b, 3)
+	hangups := make(chan struct{}, 10)
+	to.OnHangup(func() { hangups <- struct{}{} })
+	from.OnHangup(func() { t.Error("hangup reported for a dialed connection") })
+
+	// Our own close: a read that fails with net.ErrClosed is not a hangup.
+	_, own := connect(t, from, to)
+	readDone := make(chan struct{})
+	go func() { _, _ = own.Read(make([]byte, 1)); close(readDone) }()
+	_ = own.Close()
+	<-readDone
+
+	// The peer hangs up: reported once, however often we read after.
+	dialed, accepted := connect(t, from, to)
+	exchange(t, dialed, accepted, "ping")
+	_ = dialed.Close()
+	for range 3 {
+		if _, err := accepted.Read(make([]byte, 1)); err == nil {
+			t.Fatal("read after the peer closed succeeded")
+		}
+	}
+	select {
+	case <-hangups:
+	case <-time.After(waitLimit):
+		t.Fatal("the peer's hangup was not reported")
+	}
+	select {
+	case <-hangups:
+		t.Fatal("hangup reported twice (or for our own close)")
+	case <-time.After(100 * time.Millisecond):
+	}
+}

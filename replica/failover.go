@@ -1,0 +1,165 @@
+package replica
+
+import (
+	"errors"
+	"hash/fnv"
+	"net"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Fast failover. A hashicorp/raft follower starts an election only after
+// its leader has been silent for a random HeartbeatTimeout to twice that,
+// and a follower that still has a leader refuses to vote, so with the
+// default 1 s a killed leader is replaced after 1.2 to 3 s. Shorter timeouts
+// would mean more heartbeats from every group forever. Instead, when a
+// follower learns that its leader's node is down, it lowers its own
+// heartbeat timeout to LeaderLeaseTimeout (the lowest Raft accepts) for the
+// one election, and restores it once a new leader is known.
+//
+// The hint only shortens a wait that Raft itself still checks: a follower
+// becomes a candidate only if it has not heard from the leader for that
+// long, so a wrong hint (a live leader) costs nothing; and an early election
+// is as safe as any (pre-vote, terms and log checks are unchanged).
+//
+// Two hints exist: the transport sees the leader hang up an inbound
+// connection and a dial of its port is refused (the process died: its
+// kernel closed its sockets), and the node's gossip declares the leader's
+// node suspect or dead (the machine died or is cut off).
+//
+// The followers are staggered by a rank per partition (failoverStagger
+// apart), so that they do not all stand at once and split the vote: the
+// first candidate's pre-vote is refused by followers that still have a
+// leader, and the next one's is granted by the first, which has none.
+
+// failoverStagger returns the gap between the followers' early elections.
+func (r *Replica) failoverStagger() time.Duration {
+	return max(r.cfg.LeaderLeaseTimeout/5, 10*time.Millisecond)
+}
+
+// onHangup runs when a peer hung up an inbound connection of this
+// partition: if it was our leader and its port now refuses connections,
+// its process is gone.
+func (r *Replica) onHangup() {
+	if r.closed.Load() || r.raft.State() != raft.Follower {
+		return
+	}
+	addr, id := r.raft.LeaderWithID()
+	if id == "" || string(id) == r.cfg.NodeID {
+		return
+	}
+	c, err := net.DialTimeout("tcp", string(addr), 250*time.Millisecond)
+	if err == nil {
+		_ = c.Close()
+		return
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		r.LeaderGone(string(id), "its port refuses connections")
+	}
+}
+
+// LeaderGone tells the replica that node id, if it is this partition's
+// leader, is down: a follower then stands for election as soon as the
+// leader has been silent for LeaderLeaseTimeout (plus its stagger).
+func (r *Replica) LeaderGone(id, why string) {
+	if r.closed.Load() || r.raft.State() != raft.Follower || r.LeaderID() != id {
+		return
+	}
+	if !r.failingOver.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer r.failingOver.Store(false)
+		r.failover(id, why)
+	}()
+}
+
+func (r *Replica) failover(id, why string) {
+	normal := r.raft.ReloadableConfig()
+	fast := normal
+	fast.HeartbeatTimeout = r.cfg.LeaderLeaseTimeout
+	if fast.HeartbeatTimeout >= normal.HeartbeatTimeout {
+		return
+	}
+	rank, ok := r.failoverRank(id)
+	if !ok {
+		return
+	}
+	wait := time.Until(r.raft.LastContact().Add(fast.HeartbeatTimeout)) + time.Duration(rank)*r.failoverStagger()
+	if !r.sleep(wait) {
+		return
+	}
+	if r.raft.State() != raft.Follower || r.LeaderID() != id {
+		return // a new leader already, or we stand already
+	}
+	if err := r.raft.ReloadConfig(fast); err != nil {
+		r.log.Warn("fast failover: lowering the heartbeat timeout", "error", err)
+		return
+	}
+	r.log.Info("leader's node is down; standing for election early", "leader", id, "why", why, "rank", rank)
+	deadline := time.Now().Add(2*normal.HeartbeatTimeout + 2*normal.ElectionTimeout)
+	for time.Now().Before(deadline) {
+		if l := r.LeaderID(); l != "" && l != id {
+			break
+		}
+		if !r.sleep(20 * time.Millisecond) {
+			break
+		}
+	}
+	if err := r.raft.ReloadConfig(normal); err != nil {
+		r.log.Error("fast failover: restoring the heartbeat timeout", "error", err)
+	}
+}
+
+// failoverRank is this replica's place among the voters other than the
+// leader, in an order that differs per partition (so that the early
+// candidates, and the new leaders, are spread over the nodes).
+func (r *Replica) failoverRank(leader string) (int, bool) {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0, false
+	}
+	type voter struct {
+		id  string
+		key uint64
+	}
+	var vs []voter
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter || string(s.ID) == leader {
+			continue
+		}
+		h := fnv.New64a()
+		_, _ = h.Write([]byte{byte(r.cfg.Partition), byte(r.cfg.Partition >> 8), byte(r.cfg.Partition >> 16), byte(r.cfg.Partition >> 24)})
+		_, _ = h.Write([]byte(s.ID))
+		vs = append(vs, voter{string(s.ID), h.Sum64()})
+	}
+	slices.SortFunc(vs, func(a, b voter) int {
+		if a.key < b.key {
+			return -1
+		}
+		if a.key > b.key {
+			return 1
+		}
+		return 0
+	})
+	i := slices.IndexFunc(vs, func(v voter) bool { return v.id == r.cfg.NodeID })
+	return i, i >= 0
+}
+
+// sleep waits d, or until the replica closes; it reports whether d passed.
+func (r *Replica) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.stop:
+		return false
+	}
+}
