@@ -30,11 +30,11 @@ trap 'log "interrupted; stopping the cluster"; exit 130' INT TERM
 mkdir -p "$results"
 "$GO" build -o "$tmp/failover" ./bench/failover
 
-eps=127.0.0.1:7141,127.0.0.1:7142,127.0.0.1:7143
+eps=127.0.0.1:7161,127.0.0.1:7162,127.0.0.1:7163
 for ((run = 1; run <= RUNS; run++)); do
   mkdir -p "$tmp/run$run"
   log "run $run/$RUNS: starting 3 nodes, $PARTITIONS partitions ${extra[*]}"
-  start_ringkv "$tmp/run$run" 4 "${extra[@]}"
+  start_ringkv "$tmp/run$run" 6 "${extra[@]}"
   # The victim's "Killed" job notice is expected; keep it off the terminal.
   disown -a
   pids="c1=${server_pids[0]},c2=${server_pids[1]},c3=${server_pids[2]}"

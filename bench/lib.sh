@@ -9,7 +9,7 @@
 #   etcd:             client 7441-7443, peer 7451-7453
 #   RingKV (compare): client 7121-7123, peer 7221-7223, gossip 7321-7323
 #   RingKV (profile): client 7131-7133, peer 7231-7233, gossip 7331-7333
-#   RingKV (failover): client 7141-7143; (idle): client 7151-7153
+#   RingKV (idle): client 7151-7153; (failover): client 7161-7163 (rebalance uses 7141-7144)
 
 server_pids=()   # the cluster now running; never more than one cluster at a time
 
