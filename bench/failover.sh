@@ -21,12 +21,7 @@ KVCTL=${KVCTL:-./bin/kvctl}
 GO=${GO:-go}
 read -r -a extra <<<"${KVD_FLAGS:-}"
 results=${RESULTS_DIR:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)-failover}
-for bin in "$KVD" "$KVCTL"; do
-  [[ -x $bin ]] || die "$bin is missing: run 'make failover' (it builds kvd and kvctl first)"
-done
-tmp=$(mktemp -d /tmp/ringkv-failover.XXXXXX)
-trap 'stop_servers; rm -rf "$tmp"' EXIT
-trap 'log "interrupted; stopping the cluster"; exit 130' INT TERM
+setup_ringkv_script failover failover
 mkdir -p "$results"
 "$GO" build -o "$tmp/failover" ./bench/failover
 

@@ -18,12 +18,7 @@ SETTLE=${SETTLE:-10}
 KVD=${KVD:-./bin/kvd}
 KVCTL=${KVCTL:-./bin/kvctl}
 read -r -a extra <<<"${KVD_FLAGS:-}"
-for bin in "$KVD" "$KVCTL"; do
-  [[ -x $bin ]] || die "$bin is missing: run 'make idle' (it builds kvd and kvctl first)"
-done
-tmp=$(mktemp -d /tmp/ringkv-idle.XXXXXX)
-trap 'stop_servers; rm -rf "$tmp"' EXIT
-trap 'log "interrupted; stopping the cluster"; exit 130' INT TERM
+setup_ringkv_script idle idle
 hz=$(getconf CLK_TCK)
 for PARTITIONS in $PARTITION_COUNTS; do
   mkdir -p "$tmp/p$PARTITIONS"

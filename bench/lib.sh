@@ -13,6 +13,19 @@
 
 server_pids=()   # the cluster now running; never more than one cluster at a time
 
+# setup_ringkv_script TARGET NAME: the common start of a script that runs
+# its own RingKV clusters: checks $KVD and $KVCTL (built by `make TARGET`),
+# makes $tmp and stops the servers and removes $tmp on exit or interrupt.
+setup_ringkv_script() {
+  local bin
+  for bin in "$KVD" "$KVCTL"; do
+    [[ -x $bin ]] || die "$bin is missing: run 'make $1' (it builds kvd and kvctl first)"
+  done
+  tmp=$(mktemp -d "/tmp/ringkv-$2.XXXXXX")
+  trap 'stop_servers; rm -rf "$tmp"' EXIT
+  trap 'log "interrupted; stopping the cluster"; exit 130' INT TERM
+}
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
