@@ -9,16 +9,16 @@ RUNDIR       ?= $(lastword $(sort $(filter-out jepsen/runs/last-%,$(wildcard jep
 
 .PHONY: jepsen jepsen-smoke jepsen-faulty jepsen-image jepsen-check jepsen-deps jepsen-test jepsen-clean
 
-## jepsen: 5 nodes, every nemesis, 10 runs of 120 s; exits non-zero on any violation.
+## jepsen: 5 nodes (+2 spares), every nemesis incl. membership, 10 runs of 120 s; exits non-zero on any violation.
 jepsen: jepsen-deps
 	$(JEPSEN) run --mode full $(if $(JEPSEN_SEED),--seed $(JEPSEN_SEED)) $(JEPSEN_FLAGS)
 
-## jepsen-smoke: 3 nodes, 4 short runs (partitions, crashes, pauses), under 10 minutes.
+## jepsen-smoke: 3 nodes, 4 short runs (partitions, crashes, pauses) and a membership run (2 spares), ~5 minutes.
 jepsen-smoke: jepsen-deps
 	$(JEPSEN) run --mode smoke --seed $(or $(JEPSEN_SEED),1) $(JEPSEN_FLAGS)
 
 ## jepsen-faulty: a kvd built with -tags jepsen_fault_staleread under leader faults;
-## passes only if the checker catches the stale reads.
+## passes (exit 0) only if at least one run catches stale reads (CAUGHT); exits 1 when none does.
 jepsen-faulty: jepsen-deps
 	$(JEPSEN) run --mode faulty --seed $(or $(JEPSEN_SEED),1) $(JEPSEN_FLAGS)
 
