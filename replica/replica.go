@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/ringkv/ringkv/raftfsm"
@@ -216,16 +217,7 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	trans := cfg.transport
 	if trans == nil {
-		tc := &raft.NetworkTransportConfig{
-			Stream:  streamAdapter{cfg.Layer, cfg.SentBytes},
-			MaxPool: 4,
-			Timeout: 10 * time.Second,
-			Logger:  hclog,
-		}
-		if cfg.AddressOf != nil {
-			tc.ServerAddressProvider = addressProvider(cfg.AddressOf)
-		}
-		trans = raft.NewNetworkTransportWithConfig(tc)
+		trans = newNetworkTransport(cfg, hclog)
 	}
 
 	r := &Replica{
@@ -470,6 +462,30 @@ func (s streamAdapter) Dial(addr raft.ServerAddress, timeout time.Duration) (net
 		return c, err
 	}
 	return countingConn{c, s.sent}, nil
+}
+
+// newNetworkTransport is the replica's Raft transport over its Layer.
+//
+// Pipelined replication is off (MaxRPCsInFlight 1): hashicorp/raft v1.8's
+// pipeline can wedge for good when a follower answers an append with
+// Success=false (hashicorp/raft#612): pipelineDecode returns, the send loop
+// parks on a full in-flight channel, and from then on the leader sends that
+// follower heartbeats but never another entry, and Raft.Shutdown waits
+// forever for the stuck goroutine. We hit it as a node test that hung in
+// Replica.Close. HashiCorp measured pipelining to bring little with batching
+// (hashicorp/raft#541); every append is synchronous instead.
+func newNetworkTransport(cfg Config, logger hclog.Logger) *raft.NetworkTransport {
+	tc := &raft.NetworkTransportConfig{
+		Stream:          streamAdapter{cfg.Layer, cfg.SentBytes},
+		MaxPool:         4,
+		MaxRPCsInFlight: 1,
+		Timeout:         10 * time.Second,
+		Logger:          logger,
+	}
+	if cfg.AddressOf != nil {
+		tc.ServerAddressProvider = addressProvider(cfg.AddressOf)
+	}
+	return raft.NewNetworkTransportWithConfig(tc)
 }
 
 type addressProvider func(string) (string, bool)

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/ringkv/ringkv/raftfsm"
@@ -539,4 +541,27 @@ func TestTakeBatchRespectsLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPipelineReplicationOff pins the fix for the hang we hit in
+// Replica.Close (see newNetworkTransport): the transport must refuse
+// pipelining, so Raft replicates with plain, synchronous appends.
+func TestPipelineReplicationOff(t *testing.T) {
+	cfg := TestConfig()
+	cfg.Layer = nopLayer{done: make(chan struct{})}
+	tr := newNetworkTransport(cfg, hclog.NewNullLogger())
+	defer tr.Close()
+	if _, err := tr.AppendEntriesPipeline("n2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("AppendEntriesPipeline: %v; want ErrPipelineReplicationNotSupported (hashicorp/raft#612)", err)
+	}
+}
+
+// nopLayer is a StreamLayer that never connects.
+type nopLayer struct{ done chan struct{} }
+
+func (l nopLayer) Accept() (net.Conn, error) { <-l.done; return nil, net.ErrClosed }
+func (l nopLayer) Close() error              { close(l.done); return nil }
+func (nopLayer) Addr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (nopLayer) Dial(string, time.Duration) (net.Conn, error) {
+	return nil, errors.New("nopLayer does not dial")
 }
