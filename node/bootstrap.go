@@ -281,6 +281,7 @@ func (n *Node) adoptCluster(id string, replicas int) {
 	if err := n.gossip.UpdateMeta(n.meta()); err != nil {
 		n.log.Warn("gossiping cluster id", "error", err)
 	}
+	n.syncRemoved(id)
 	n.bootstrapped.Store(true)
 	n.log.Info("joined existing cluster", "cluster", id)
 }

@@ -173,3 +173,25 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestJoinerLearnsRemovedNodes: a node that joins after `kvctl remove`
+// knows the removed list before it acts (it could otherwise lead a
+// partition and add the removed node back), and a node that was away
+// learns it through gossip's push/pull.
+func TestJoinerLearnsRemovedNodes(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	stopWithin(t, c.nodes[2], time.Minute)
+	waitFor(t, 20*time.Second, "n3 gone by gossip", func() bool {
+		m, ok := c.nodes[0].member("n3")
+		return ok && m.Status != "alive"
+	})
+	if _, err := (clusterService{c.nodes[0]}).Remove(ctx, connect.NewRequest(&ringkvv1.RemoveRequest{Node: "n3"})); err != nil {
+		t.Fatal(err)
+	}
+	n4 := c.addNode("n4")
+	waitFor(t, 20*time.Second, "n4 joined", func() bool { return n4.bootstrapped.Load() })
+	if !slices.Contains(n4.ident().Removed, "n3") {
+		t.Fatalf("n4 joined and may act, but its removed list is %v; want n3 in it", n4.ident().Removed)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+
+	"github.com/ringkv/ringkv/membership"
 )
 
 // Nodes declared removed (`kvctl remove`) are recorded by every node that
@@ -76,4 +78,27 @@ func (n *Node) mergeRemovedState(b []byte) {
 // removedSelf reports whether this node has been declared removed.
 func (n *Node) removedSelf() bool {
 	return slices.Contains(n.ident().Removed, n.cfg.Name)
+}
+
+// syncRemoved learns the removed-node list of the cluster this node just
+// joined before it acts in it: a push/pull with a few members (a gossip
+// join, which exchanges state; the periodic syncs come only every
+// PushPullInterval). Without it a new node could lead a partition and add
+// a removed node back in the meantime.
+func (n *Node) syncRemoved(clusterID string) {
+	var addrs []string
+	for _, m := range n.gossip.Members() {
+		if m.Meta.ClusterID == clusterID && m.Status == membership.StatusAlive && m.Meta.Name != n.cfg.Name && m.Meta.GossipAddr != "" {
+			addrs = append(addrs, m.Meta.GossipAddr)
+		}
+		if len(addrs) == 3 {
+			break
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	if _, err := n.gossip.Join(addrs); err != nil {
+		n.log.Warn("syncing the removed-node list with the cluster", "error", err)
+	}
 }
