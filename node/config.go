@@ -50,6 +50,10 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
+	// HeartbeatLinger is how long a Raft heartbeat may wait for others to the
+	// same node so that they share a frame (transport.HeartbeatConfig).
+	// Zero sends each at once, still over the shared connection.
+	HeartbeatLinger time.Duration
 
 	// Gossip timings (see membership.Config); zero keeps its defaults.
 	GossipProbeInterval time.Duration
@@ -91,6 +95,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:       1000 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		CommitTimeout:         200 * time.Millisecond,
+		HeartbeatLinger:       10 * time.Millisecond,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
@@ -169,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0 {
 		bad("Raft timeouts must be positive")
+	}
+	if c.HeartbeatLinger < 0 || c.HeartbeatLinger >= c.LeaderLeaseTimeout/4 {
+		bad("--raft-heartbeat-linger %v: must be >= 0 and below a quarter of --raft-leader-lease-timeout (%v)", c.HeartbeatLinger, c.LeaderLeaseTimeout)
 	}
 	if c.Logger == nil {
 		bad("Logger is nil")

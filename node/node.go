@@ -36,11 +36,13 @@ type Node struct {
 	clientLn net.Listener
 	peerLn   net.Listener
 	mux      *transport.Mux
-	gossip   *membership.Gossip
-	httpSrv  *http.Server
-	fwd      *forwarder
-	reg      *prometheus.Registry
-	metrics  *metrics
+	// heartbeats carries every replica's Raft heartbeats, one connection per peer.
+	heartbeats *transport.Heartbeats
+	gossip     *membership.Gossip
+	httpSrv    *http.Server
+	fwd        *forwarder
+	reg        *prometheus.Registry
+	metrics    *metrics
 
 	mu       sync.RWMutex
 	replicas map[uint32]*replica.Replica
@@ -110,6 +112,15 @@ func New(cfg Config) (*Node, error) {
 	if n.mux, err = transport.NewMux(n.peerLn, tc); err != nil {
 		return fail(err)
 	}
+	hc := transport.DefaultHeartbeatConfig()
+	hc.Linger = cfg.HeartbeatLinger
+	hc.SentBytes = &n.sentBytes
+	hc.Logger = tc.Logger
+	if n.heartbeats, err = transport.NewHeartbeats(n.mux, hc); err != nil {
+		_ = n.mux.Close()
+		return fail(err)
+	}
+	n.heartbeats.OnHangup(n.onPeerHangup)
 	n.reg = prometheus.NewRegistry()
 	n.metrics = newMetrics(n, n.reg)
 	n.fwd = newForwarder()
@@ -208,7 +219,10 @@ func (n *Node) Stop() {
 			_ = n.gossip.Leave(time.Second)
 			_ = n.gossip.Shutdown()
 		}
+		// The mux first: a peer dialing the heartbeat channel in between would
+		// take it for an older version without one.
 		_ = n.mux.Close()
+		_ = n.heartbeats.Close()
 		n.closeListeners()
 		n.wg.Wait()
 		n.fwd.close()
@@ -427,6 +441,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.Heartbeats = n.heartbeats
 	rc.Logger = n.log
 	rc.RaftLogLevel = n.cfg.RaftLogLevel
 	rc.LogThrottle = n.logThrottle

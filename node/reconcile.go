@@ -61,6 +61,28 @@ func (n *Node) hintLeadersGone() {
 	}
 }
 
+// onPeerHangup runs when a peer hung up its heartbeat connection to this
+// node: each local follower whose leader's peer port now refuses
+// connections is told its leader is gone (one dial per leader node).
+func (n *Node) onPeerHangup() {
+	refused := map[string]bool{}
+	for _, r := range n.localReplicas() {
+		lid := r.LeaderID()
+		if lid == "" || lid == n.cfg.Name {
+			continue
+		}
+		gone, seen := refused[lid]
+		if !seen {
+			m, ok := n.member(lid)
+			gone = ok && m.Meta.PeerAddr != "" && replica.PortRefuses(m.Meta.PeerAddr)
+			refused[lid] = gone
+		}
+		if gone {
+			r.LeaderGone(lid, "it hung up and its port refuses connections")
+		}
+	}
+}
+
 // nodeStates is the planner's view of the cluster's nodes, from gossip.
 func (n *Node) nodeStates() []partition.NodeState {
 	now := time.Now()

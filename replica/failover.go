@@ -51,14 +51,21 @@ func (r *Replica) onHangup() {
 	if id == "" || string(id) == r.cfg.NodeID {
 		return
 	}
-	c, err := net.DialTimeout("tcp", string(addr), 250*time.Millisecond)
-	if err == nil {
-		_ = c.Close()
-		return
-	}
-	if errors.Is(err, syscall.ECONNREFUSED) {
+	if PortRefuses(string(addr)) {
 		r.LeaderGone(string(id), "its port refuses connections")
 	}
+}
+
+// PortRefuses reports whether a dial of addr is refused: nothing listens
+// there, so the process that did is gone (its kernel closed its sockets). A
+// silent or slow address is not refused.
+func PortRefuses(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
+	if err == nil {
+		_ = c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // LeaderGone tells the replica that node id, if it is this partition's

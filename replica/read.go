@@ -142,7 +142,10 @@ func (r *Replica) onlyInertEntries(lo, hi uint64) bool {
 // read joins the next round that has not started yet, so the round that
 // answers it began after the read noted its commit index.
 type verifier struct {
-	ra      *raft.Raft
+	ra *raft.Raft
+	// urgent, if set, marks the heartbeats of a round as urgent so they do
+	// not linger (see Config.Heartbeats); call what it returns after the round.
+	urgent  func() (done func())
 	mu      sync.Mutex
 	running bool
 	next    *round
@@ -177,7 +180,12 @@ func (v *verifier) confirm(ctx context.Context) error {
 
 func (v *verifier) run(rd *round) {
 	for rd != nil {
+		done := func() {}
+		if v.urgent != nil {
+			done = v.urgent()
+		}
 		rd.err = v.ra.VerifyLeader().Error()
+		done()
 		close(rd.done)
 		v.mu.Lock()
 		rd = v.next

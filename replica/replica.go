@@ -48,6 +48,10 @@ type Config struct {
 	// SnapshotBytes, if set, counts the bytes of stored snapshots read to be
 	// sent to followers.
 	SnapshotBytes *atomic.Uint64
+	// Heartbeats, if set, carries this replica's Raft heartbeats in frames
+	// shared with the node's other partitions (transport.Heartbeats). Nil
+	// sends one RPC per heartbeat.
+	Heartbeats Heartbeater
 	// OnLeaderChange is called (from the replica's own goroutine) whenever this
 	// replica gains or loses leadership.
 	OnLeaderChange func(partition uint32, isLeader bool)
@@ -217,7 +221,11 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	trans := cfg.transport
 	if trans == nil {
-		trans = newNetworkTransport(cfg, hclog)
+		nt := newNetworkTransport(cfg, hclog)
+		trans = nt
+		if cfg.Heartbeats != nil {
+			trans = newCoalescingTransport(nt, cfg.Heartbeats, cfg.Partition, cfg.AddressOf)
+		}
 	}
 
 	r := &Replica{
@@ -258,6 +266,9 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	r.raft = ra
 	r.verify = newVerifier(ra)
+	if hb := cfg.Heartbeats; hb != nil {
+		r.verify.urgent = func() func() { return hb.Urgent(cfg.Partition) }
+	}
 	if l, ok := cfg.Layer.(interface{ OnHangup(func()) }); ok {
 		l.OnHangup(r.onHangup)
 	}

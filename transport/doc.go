@@ -8,6 +8,12 @@
 // cluster and the partition; the acceptor answers one status byte. See
 // DESIGN.md for the wire format.
 //
+// Heartbeats carries what every group sends most often, the appends without
+// entries (heartbeats, and the empty appends that tell followers the commit
+// index), for all partitions at once: one connection per peer, many
+// requests per frame. With hundreds of partitions this was most of an idle
+// cluster's CPU as one RPC each.
+//
 // # Guarantee
 //
 //   - A connection returned by Layer.Accept was dialed by a peer of the same

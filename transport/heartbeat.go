@@ -1,0 +1,854 @@
+package transport
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// HeartbeatChannel is the partition id reserved for the heartbeat channel in
+// connection headers. Real partition ids stay below partition.MaxPartitions.
+const HeartbeatChannel uint32 = math.MaxUint32
+
+// ErrHeartbeatsUnsupported means the peer runs a RingKV without the heartbeat
+// channel (it answered the handshake with "unknown partition"). The caller
+// sends that peer's heartbeats the old way, one RPC per partition.
+var ErrHeartbeatsUnsupported = errors.New("transport: peer has no heartbeat channel (older version); send heartbeats per partition")
+
+// HeartbeatConfig configures Heartbeats.
+type HeartbeatConfig struct {
+	// Linger is how long a heartbeat may wait for others to the same node, so
+	// that one frame and one system call carry them all. Heartbeats marked
+	// urgent (see Heartbeats.Urgent) never wait. Zero sends at once.
+	Linger time.Duration
+	// Timeout bounds one heartbeat: connecting, writing and the answer.
+	Timeout time.Duration
+	// SentBytes, if set, counts the bytes written to peers.
+	SentBytes *atomic.Uint64
+	// Logger receives connection failures. Nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultHeartbeatConfig returns the production settings.
+func DefaultHeartbeatConfig() HeartbeatConfig {
+	return HeartbeatConfig{Linger: 10 * time.Millisecond, Timeout: 10 * time.Second}
+}
+
+const (
+	// heartbeatIdle is how long a peer without heartbeats keeps its
+	// connection and goroutines.
+	heartbeatIdle = time.Minute
+	// unsupportedRetry is how long a peer without the heartbeat channel is
+	// not asked again.
+	unsupportedRetry = 10 * time.Second
+)
+
+// HeartbeatStats counts the channel's traffic since the start.
+type HeartbeatStats struct {
+	Sent     uint64 // requests (heartbeats and empty appends) sent
+	Frames   uint64 // frames they were sent in
+	Answered uint64 // requests of peers answered here
+}
+
+// Heartbeats carries the Raft heartbeats of every partition between two
+// nodes over one connection, many to a frame, and with them the empty
+// appends an idle leader sends to tell followers its commit index. With
+// hundreds of partitions a node pair exchanges thousands of these a second,
+// and one RPC each (a msgpack frame, two system calls and two goroutine
+// wake-ups on each side) was most of an idle cluster's CPU.
+//
+// Send is called by each partition's Raft transport for the requests Carried
+// accepts. The peer's Heartbeats hands a heartbeat to the handler its
+// partition registered with Handle (hashicorp/raft's fast path, answered at
+// once) and any other request to the partition's consumer channel (raft's
+// main loop), and sends the answers back as they come, many to a frame.
+// Nothing else about these RPCs changes: each partition still sends its own
+// at its own times, and each answer is its follower's.
+type Heartbeats struct {
+	cfg   HeartbeatConfig
+	layer *Layer
+	log   *slog.Logger
+	done  chan struct{}
+	wg    sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	handlers  map[uint32]*hbHandler
+	peers     map[string]*hbPeer
+	urgent    map[uint32]int
+	nextCall  uint64
+	sent      atomic.Uint64
+	frames    atomic.Uint64
+	answered  atomic.Uint64
+	serveConn map[net.Conn]struct{}
+}
+
+type hbHandler struct {
+	heartbeat func(raft.RPC)
+	consume   chan<- raft.RPC
+}
+
+// NewHeartbeats registers the heartbeat channel on m and starts answering
+// peers' heartbeats. Close it before closing m.
+func NewHeartbeats(m *Mux, cfg HeartbeatConfig) (*Heartbeats, error) {
+	if cfg.Timeout <= 0 || cfg.Linger < 0 || cfg.Linger >= cfg.Timeout/4 {
+		return nil, fmt.Errorf("transport: heartbeat timeout %v must be positive and linger %v from 0 to under a quarter of it", cfg.Timeout, cfg.Linger)
+	}
+	layer, err := m.Listen(HeartbeatChannel)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Heartbeats{
+		cfg:       cfg,
+		layer:     layer,
+		log:       cfg.Logger,
+		done:      make(chan struct{}),
+		handlers:  make(map[uint32]*hbHandler),
+		peers:     make(map[string]*hbPeer),
+		urgent:    make(map[uint32]int),
+		serveConn: make(map[net.Conn]struct{}),
+	}
+	h.wg.Add(1)
+	go h.accept()
+	return h, nil
+}
+
+// OnHangup sets f to be called, on a goroutine of its own, when a peer
+// hangs up a heartbeat connection it dialed here (see Layer.OnHangup): the
+// leaders of this node's followers send their heartbeats that way, so this
+// is the first sign that one of their processes is gone.
+func (h *Heartbeats) OnHangup(f func()) { h.layer.OnHangup(f) }
+
+// Stats returns the traffic counters.
+func (h *Heartbeats) Stats() HeartbeatStats {
+	return HeartbeatStats{Sent: h.sent.Load(), Frames: h.frames.Load(), Answered: h.answered.Load()}
+}
+
+// Handle routes partition's incoming requests: heartbeats to heartbeat,
+// which must answer on the RPC's RespChan before it returns (raft.Raft's
+// heartbeat handler does), and other appends to consume, whose reader
+// answers on RespChan later (raft's main loop). The returned function
+// removes them again, unless a later Handle replaced them.
+func (h *Heartbeats) Handle(partition uint32, heartbeat func(raft.RPC), consume chan<- raft.RPC) (remove func()) {
+	e := &hbHandler{heartbeat: heartbeat, consume: consume}
+	h.mu.Lock()
+	h.handlers[partition] = e
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		if h.handlers[partition] == e {
+			delete(h.handlers, partition)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// Urgent marks partition's heartbeats as urgent until the returned function
+// is called: they are sent at once instead of lingering, and so are those
+// already waiting. A leader confirming its leadership for a strong read
+// waits on these heartbeats.
+func (h *Heartbeats) Urgent(partition uint32) (done func()) {
+	h.mu.Lock()
+	h.urgent[partition]++
+	peers := make([]*hbPeer, 0, len(h.peers))
+	for _, p := range h.peers {
+		peers = append(peers, p)
+	}
+	h.mu.Unlock()
+	for _, p := range peers {
+		p.hurry(partition)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			if h.urgent[partition]--; h.urgent[partition] <= 0 {
+				delete(h.urgent, partition)
+			}
+			h.mu.Unlock()
+		})
+	}
+}
+
+// Send delivers req, an AppendEntries of partition that Carried accepts, to
+// the node at address and fills resp with its answer. It fails with ErrHeartbeatsUnsupported for a
+// peer of an older version, with an error naming the peer when the
+// heartbeat could not be delivered or answered within the timeout, and with
+// ErrClosed as soon as cancel is closed (the sending replica shuts down).
+func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, cancel <-chan struct{}) error {
+	if !Carried(req) {
+		return errors.New("transport: Heartbeats.Send given an AppendEntries with entries or without a term")
+	}
+	if len(req.ID) > maxFieldLen || len(req.Addr) > maxFieldLen || len(req.Leader) > maxFieldLen {
+		return fmt.Errorf("%w: server id or address over %d bytes", ErrHeartbeatsUnsupported, maxFieldLen)
+	}
+	c := &hbCall{
+		req:  hbRequest{partition: partition, req: *req},
+		done: make(chan error, 1),
+	}
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return fmt.Errorf("%w: heartbeats", ErrClosed)
+		}
+		h.nextCall++
+		c.req.call = h.nextCall
+		c.urgent = h.urgent[partition] > 0
+		p := h.peers[address]
+		if p == nil {
+			p = newHBPeer(h, address)
+			h.peers[address] = p
+		}
+		h.mu.Unlock()
+		if err := p.enqueue(c); err != nil {
+			return err
+		}
+		if c.queued {
+			break
+		}
+		// p was retiring; the next round finds or makes a new one.
+	}
+	select {
+	case err := <-c.done:
+		if err != nil {
+			return err
+		}
+		*resp = c.resp
+		return nil
+	case <-cancel:
+		// The call stays queued or in flight; its answer, if any, is dropped.
+		return fmt.Errorf("%w: heartbeat to %s cancelled", ErrClosed, address)
+	}
+}
+
+// Close stops the channel: calls in flight fail, connections close, and the
+// goroutines end before it returns.
+func (h *Heartbeats) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	close(h.done)
+	conns := make([]net.Conn, 0, len(h.serveConn))
+	for c := range h.serveConn {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	err := h.layer.Close()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	h.wg.Wait()
+	return err
+}
+
+// accept serves the connections peers dial to send heartbeats here.
+func (h *Heartbeats) accept() {
+	defer h.wg.Done()
+	for {
+		c, err := h.layer.Accept()
+		if err != nil {
+			return // closed
+		}
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		h.serveConn[c] = struct{}{}
+		h.wg.Add(1)
+		h.mu.Unlock()
+		go h.serve(c)
+	}
+}
+
+// serve reads the request frames of one inbound connection. Heartbeats are
+// answered on the spot; other requests wait for their partition's main loop
+// on goroutines of their own, so one busy partition delays no other. A
+// writer goroutine sends the answers as they come, as many per frame as
+// are ready.
+func (h *Heartbeats) serve(c net.Conn) {
+	defer h.wg.Done()
+	sc := &serveConn{c: c, wake: make(chan struct{}, 1), gone: make(chan struct{})}
+	h.wg.Add(1)
+	go h.respond(sc)
+	defer func() {
+		close(sc.gone)
+		h.mu.Lock()
+		delete(h.serveConn, c)
+		h.mu.Unlock()
+		_ = c.Close()
+	}()
+	br := bufio.NewReaderSize(c, 16<<10)
+	var (
+		buf   []byte
+		reqs  []hbRequest
+		kind  byte
+		body  []byte
+		err   error
+		respC = make(chan raft.RPCResponse, 1)
+	)
+	for {
+		kind, body, buf, err = readFrame(br, buf)
+		if err == nil && kind != frameRequests {
+			err = fmt.Errorf("%w: frame kind %d on a request stream", ErrBadFrame, kind)
+		}
+		if err == nil {
+			reqs, err = decodeRequests(body, reqs)
+		}
+		if err != nil {
+			if errors.Is(err, ErrBadFrame) {
+				h.log.Warn("transport: closing heartbeat connection", "remote", remoteString(c), "err", err)
+			}
+			return
+		}
+		answers := make([]hbResponse, 0, len(reqs))
+		for i := range reqs {
+			r := &reqs[i]
+			e := h.handler(r.partition)
+			switch {
+			case e == nil:
+				answers = append(answers, hbResponse{call: r.call,
+					err: fmt.Sprintf("partition %d has no replica on this node", r.partition)})
+			case IsHeartbeat(&r.req) && e.heartbeat != nil:
+				answers = append(answers, h.heartbeat(e, r, respC))
+			default:
+				h.wg.Add(1)
+				go h.consume(sc, e, *r)
+			}
+		}
+		sc.push(answers...)
+	}
+}
+
+func (h *Heartbeats) handler(partition uint32) *hbHandler {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.handlers[partition]
+}
+
+// heartbeat answers one heartbeat through the partition's fast path.
+func (h *Heartbeats) heartbeat(e *hbHandler, r *hbRequest, respC chan raft.RPCResponse) hbResponse {
+	req := r.req
+	e.heartbeat(raft.RPC{Command: &req, RespChan: respC})
+	select {
+	case res := <-respC:
+		return h.result(r, res)
+	default:
+		// raft.Raft's handler returns without answering once it is shut down.
+		return hbResponse{call: r.call, err: fmt.Sprintf("partition %d is shutting down on this node", r.partition)}
+	}
+}
+
+// consume hands one append to the partition's main loop and queues its
+// answer, within the timeout.
+func (h *Heartbeats) consume(sc *serveConn, e *hbHandler, r hbRequest) {
+	defer h.wg.Done()
+	respC := make(chan raft.RPCResponse, 1)
+	// Half the timeout: the refusal must reach the sender before its own
+	// timeout, which would take the whole connection for stuck.
+	wait := h.cfg.Timeout / 2
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	ans := hbResponse{call: r.call}
+	select {
+	case e.consume <- raft.RPC{Command: &r.req, RespChan: respC}:
+		select {
+		case res := <-respC:
+			ans = h.result(&r, res)
+		case <-t.C:
+			ans.err = fmt.Sprintf("partition %d did not answer within %v", r.partition, wait)
+		case <-h.done:
+			return
+		case <-sc.gone:
+			return
+		}
+	case <-t.C:
+		ans.err = fmt.Sprintf("partition %d did not take the request within %v", r.partition, wait)
+	case <-h.done:
+		return
+	case <-sc.gone:
+		return
+	}
+	sc.push(ans)
+}
+
+func (h *Heartbeats) result(r *hbRequest, res raft.RPCResponse) hbResponse {
+	out := hbResponse{call: r.call}
+	if res.Error != nil {
+		out.err = res.Error.Error()
+		return out
+	}
+	ar, ok := res.Response.(*raft.AppendEntriesResponse)
+	if !ok {
+		out.err = fmt.Sprintf("partition %d answered an append with %T", r.partition, res.Response)
+		return out
+	}
+	if len(ar.ID) > maxFieldLen || len(ar.Addr) > maxFieldLen {
+		out.err = fmt.Sprintf("partition %d answered with a server id or address over %d bytes", r.partition, maxFieldLen)
+		return out
+	}
+	out.resp = *ar
+	return out
+}
+
+// serveConn is an inbound connection's queue of answers to send.
+type serveConn struct {
+	c    net.Conn
+	wake chan struct{} // capacity 1
+	gone chan struct{} // closed when the reader ends
+
+	mu    sync.Mutex
+	queue []hbResponse
+}
+
+func (sc *serveConn) push(answers ...hbResponse) {
+	if len(answers) == 0 {
+		return
+	}
+	sc.mu.Lock()
+	sc.queue = append(sc.queue, answers...)
+	sc.mu.Unlock()
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
+}
+
+// respond writes the queued answers of sc, up to maxBatchItems a frame,
+// until the connection goes.
+func (h *Heartbeats) respond(sc *serveConn) {
+	defer h.wg.Done()
+	var (
+		out   []byte
+		batch []hbResponse
+	)
+	for {
+		select {
+		case <-sc.gone:
+			return
+		case <-h.done:
+			return
+		case <-sc.wake:
+		}
+		for {
+			sc.mu.Lock()
+			n := min(len(sc.queue), maxBatchItems)
+			batch = append(batch[:0], sc.queue[:n]...)
+			sc.queue = append(sc.queue[:0], sc.queue[n:]...)
+			sc.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			out = beginFrame(out, frameResponses, n)
+			for i := range batch {
+				out = appendResponse(out, &batch[i])
+			}
+			h.answered.Add(uint64(n))
+			if err := sc.c.SetWriteDeadline(time.Now().Add(h.cfg.Timeout)); err != nil {
+				_ = sc.c.Close()
+				return
+			}
+			if _, err := sc.c.Write(finishFrame(out)); err != nil {
+				_ = sc.c.Close()
+				return
+			}
+		}
+	}
+}
+
+// hbCall is one heartbeat on its way.
+type hbCall struct {
+	req    hbRequest
+	urgent bool
+	queued bool      // taken by a peer (set by enqueue)
+	at     time.Time // when it was queued
+	resp   raft.AppendEntriesResponse
+	done   chan error // receives exactly one value
+}
+
+// hbPeer is the sending side towards one node: a queue, one connection, a
+// writer goroutine (which also dials) and a reader goroutine per connection.
+type hbPeer struct {
+	h    *Heartbeats
+	addr string
+	wake chan struct{} // capacity 1: the queue changed
+
+	mu          sync.Mutex
+	queue       []*hbCall
+	urgent      bool // an urgent call is queued
+	conn        *hbConn
+	retiring    bool
+	unsupported time.Time // the peer has no heartbeat channel; checked again after unsupportedRetry
+}
+
+// hbConn is one outbound connection and the calls written on it.
+type hbConn struct {
+	c       net.Conn
+	pending map[uint64]*hbCall
+	dead    bool      // dropped: nothing more is registered on it
+	active  time.Time // when it was dialed or last delivered a frame
+}
+
+func newHBPeer(h *Heartbeats, addr string) *hbPeer {
+	p := &hbPeer{h: h, addr: addr, wake: make(chan struct{}, 1)}
+	h.wg.Add(1)
+	go p.write()
+	return p
+}
+
+// enqueue queues c, or fails it at once when the peer is known to lack the
+// channel. It leaves c.queued false if the peer is retiring.
+func (p *hbPeer) enqueue(c *hbCall) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.retiring {
+		return nil
+	}
+	if !p.unsupported.IsZero() && time.Since(p.unsupported) < unsupportedRetry {
+		c.queued = true
+		return fmt.Errorf("%w (%s)", ErrHeartbeatsUnsupported, p.addr)
+	}
+	c.queued = true
+	c.at = time.Now()
+	p.queue = append(p.queue, c)
+	p.urgent = p.urgent || c.urgent
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// hurry sends partition's queued calls without further lingering.
+func (p *hbPeer) hurry(partition uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.queue {
+		if c.req.partition == partition {
+			c.urgent = true
+			p.urgent = true
+		}
+	}
+	if p.urgent {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// write is the peer's writer: it waits for heartbeats, lets them linger,
+// dials when needed and writes each batch as one frame. It also fails calls
+// that outlive the timeout and retires the peer after a quiet minute.
+func (p *hbPeer) write() {
+	h := p.h
+	defer h.wg.Done()
+	tick := time.NewTicker(max(h.cfg.Timeout/4, 10*time.Millisecond))
+	defer tick.Stop()
+	lastUse := time.Now()
+	var buf []byte
+	for {
+		select {
+		case <-h.done:
+			p.shutdown(fmt.Errorf("%w: heartbeats", ErrClosed))
+			return
+		case <-tick.C:
+			p.expire()
+			if time.Since(lastUse) > heartbeatIdle && p.retire() {
+				return
+			}
+			continue
+		case <-p.wake:
+		}
+		if !p.linger() {
+			p.shutdown(fmt.Errorf("%w: heartbeats", ErrClosed))
+			return
+		}
+		p.mu.Lock()
+		n := min(len(p.queue), maxBatchItems)
+		batch := make([]*hbCall, n)
+		copy(batch, p.queue)
+		p.queue = append(p.queue[:0], p.queue[n:]...)
+		p.urgent = false
+		for _, c := range p.queue {
+			p.urgent = p.urgent || c.urgent
+		}
+		if len(p.queue) > 0 {
+			select {
+			case p.wake <- struct{}{}:
+			default:
+			}
+		}
+		p.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+		lastUse = time.Now()
+		buf = p.send(batch, buf)
+	}
+}
+
+// linger waits, after the first queued heartbeat, until Linger has passed
+// or an urgent one arrives. It reports false if the channel closed.
+func (p *hbPeer) linger() bool {
+	linger := p.h.cfg.Linger
+	if linger <= 0 {
+		return true
+	}
+	p.mu.Lock()
+	if len(p.queue) == 0 || p.urgent || len(p.queue) >= maxBatchItems {
+		p.mu.Unlock()
+		return true
+	}
+	wait := linger - time.Since(p.queue[0].at)
+	p.mu.Unlock()
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.h.done:
+			return false
+		case <-t.C:
+			return true
+		case <-p.wake:
+			p.mu.Lock()
+			urgent := p.urgent || len(p.queue) >= maxBatchItems
+			p.mu.Unlock()
+			if urgent {
+				return true
+			}
+		}
+	}
+}
+
+// send writes batch as one frame on the peer's connection, dialing first
+// if there is none. Calls that cannot be written fail at once.
+func (p *hbPeer) send(batch []*hbCall, buf []byte) []byte {
+	hc, err := p.connect()
+	if err != nil {
+		for _, c := range batch {
+			c.done <- err
+		}
+		return buf
+	}
+	buf = beginFrame(buf, frameRequests, len(batch))
+	p.mu.Lock()
+	if hc.dead {
+		// The reader dropped it since connect: nothing would answer.
+		p.mu.Unlock()
+		err := fmt.Errorf("transport: heartbeats to %s: connection lost", p.addr)
+		for _, c := range batch {
+			c.done <- err
+		}
+		return buf
+	}
+	for _, c := range batch {
+		hc.pending[c.req.call] = c
+		buf = appendRequest(buf, &c.req)
+	}
+	p.mu.Unlock()
+	buf = finishFrame(buf)
+	_ = hc.c.SetWriteDeadline(time.Now().Add(p.h.cfg.Timeout))
+	n, err := hc.c.Write(buf)
+	if s := p.h.cfg.SentBytes; s != nil {
+		s.Add(uint64(n))
+	}
+	if err != nil {
+		p.drop(hc, fmt.Errorf("transport: heartbeats to %s: %w", p.addr, err))
+		return buf
+	}
+	p.h.sent.Add(uint64(len(batch)))
+	p.h.frames.Add(1)
+	return buf
+}
+
+// connect returns the peer's connection, dialing it if needed.
+func (p *hbPeer) connect() (*hbConn, error) {
+	p.mu.Lock()
+	hc := p.conn
+	p.mu.Unlock()
+	if hc != nil {
+		return hc, nil
+	}
+	c, err := p.h.layer.Dial(p.addr, p.h.cfg.Timeout)
+	if err != nil {
+		if errors.Is(err, ErrUnknownPartition) {
+			p.mu.Lock()
+			p.unsupported = time.Now()
+			p.mu.Unlock()
+			p.h.log.Info("transport: peer has no heartbeat channel; sending it per-partition heartbeats", "peer", p.addr)
+			return nil, fmt.Errorf("%w (%s)", ErrHeartbeatsUnsupported, p.addr)
+		}
+		return nil, fmt.Errorf("transport: heartbeats to %s: %w", p.addr, err)
+	}
+	hc = &hbConn{c: c, pending: make(map[uint64]*hbCall), active: time.Now()}
+	p.mu.Lock()
+	p.conn = hc
+	p.unsupported = time.Time{}
+	p.mu.Unlock()
+	p.h.wg.Add(1)
+	go p.read(hc)
+	return hc, nil
+}
+
+// read delivers the answers arriving on hc until it fails.
+func (p *hbPeer) read(hc *hbConn) {
+	defer p.h.wg.Done()
+	br := bufio.NewReaderSize(hc.c, 16<<10)
+	var (
+		buf   []byte
+		resps []hbResponse
+		kind  byte
+		body  []byte
+		err   error
+	)
+	for {
+		kind, body, buf, err = readFrame(br, buf)
+		if err == nil && kind != frameResponses {
+			err = fmt.Errorf("%w: frame kind %d on a response stream", ErrBadFrame, kind)
+		}
+		if err == nil {
+			resps, err = decodeResponses(body, resps)
+		}
+		if err != nil {
+			p.drop(hc, fmt.Errorf("transport: heartbeats to %s: %w", p.addr, err))
+			return
+		}
+		p.mu.Lock()
+		hc.active = time.Now()
+		for i := range resps {
+			r := &resps[i]
+			c := hc.pending[r.call]
+			if c == nil {
+				continue // timed out already
+			}
+			delete(hc.pending, r.call)
+			if r.err != "" {
+				c.done <- fmt.Errorf("transport: heartbeat to %s refused: %s", p.addr, r.err)
+				continue
+			}
+			c.resp = r.resp
+			c.done <- nil
+		}
+		p.mu.Unlock()
+	}
+}
+
+// drop closes hc and fails the calls written on it with err (ErrClosed
+// once the channel is closing). The calls are detached before the close, so
+// the reader, which fails when hc closes, cannot answer them with its own
+// error first.
+func (p *hbPeer) drop(hc *hbConn, err error) {
+	select {
+	case <-p.h.done:
+		err = fmt.Errorf("%w: heartbeats", ErrClosed)
+	default:
+	}
+	p.mu.Lock()
+	if p.conn == hc {
+		p.conn = nil
+	}
+	hc.dead = true
+	pending := hc.pending
+	hc.pending = make(map[uint64]*hbCall)
+	p.mu.Unlock()
+	_ = hc.c.Close()
+	for _, c := range pending {
+		c.done <- err
+	}
+}
+
+// expire fails calls older than the timeout, each on its own: the peer
+// refuses a request its partition does not take within half the timeout,
+// so a late call is that partition's problem. Only a connection that has
+// delivered nothing for a whole timeout while calls wait on it is stuck,
+// and dropped.
+func (p *hbPeer) expire() {
+	timeout := p.h.cfg.Timeout
+	err := fmt.Errorf("transport: heartbeat to %s not answered within %v", p.addr, timeout)
+	p.mu.Lock()
+	var late []*hbCall
+	kept := p.queue[:0]
+	for _, c := range p.queue {
+		if time.Since(c.at) > timeout {
+			late = append(late, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	p.queue = kept
+	hc := p.conn
+	stuck := false
+	if hc != nil {
+		for id, c := range hc.pending {
+			if time.Since(c.at) > timeout {
+				delete(hc.pending, id)
+				late = append(late, c)
+			}
+		}
+		stuck = len(late) > 0 && time.Since(hc.active) > timeout
+	}
+	p.mu.Unlock()
+	for _, c := range late {
+		c.done <- err
+	}
+	if stuck {
+		p.drop(hc, err)
+	}
+}
+
+// retire removes an idle peer and reports whether it did.
+func (p *hbPeer) retire() bool {
+	h := p.h
+	h.mu.Lock()
+	p.mu.Lock()
+	idle := len(p.queue) == 0 && (p.conn == nil || len(p.conn.pending) == 0)
+	if idle {
+		p.retiring = true
+		if h.peers[p.addr] == p {
+			delete(h.peers, p.addr)
+		}
+	}
+	hc := p.conn
+	p.mu.Unlock()
+	h.mu.Unlock()
+	if idle && hc != nil {
+		p.drop(hc, nil)
+	}
+	return idle
+}
+
+// shutdown fails everything queued or in flight.
+func (p *hbPeer) shutdown(err error) {
+	p.mu.Lock()
+	queue := p.queue
+	p.queue = nil
+	p.retiring = true
+	hc := p.conn
+	p.mu.Unlock()
+	for _, c := range queue {
+		c.done <- err
+	}
+	if hc != nil {
+		p.drop(hc, err)
+	}
+}

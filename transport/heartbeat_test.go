@@ -1,0 +1,1682 @@
+package transport
+
+import (
+	"bufio"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// testHBConfig sends at once and gives up on a heartbeat after half of
+// waitLimit, so a lost heartbeat fails a test instead of hanging it.
+func testHBConfig(mutate func(*HeartbeatConfig)) HeartbeatConfig {
+	cfg := HeartbeatConfig{Timeout: waitLimit / 2}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return cfg
+}
+
+// newTestHeartbeats starts Heartbeats on m and closes them at cleanup,
+// before m closes (cleanups run last-registered first).
+func newTestHeartbeats(t *testing.T, m *Mux, cfg HeartbeatConfig) *Heartbeats {
+	t.Helper()
+	h, err := NewHeartbeats(m, cfg)
+	if err != nil {
+		t.Fatalf("NewHeartbeats: %v", err)
+	}
+	t.Cleanup(func() {
+		closed := make(chan error, 1)
+		go func() { closed <- h.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Heartbeats.Close: %v", err)
+			}
+		case <-time.After(waitLimit):
+			t.Errorf("Heartbeats.Close did not return within %v", waitLimit)
+		}
+	})
+	return h
+}
+
+// hbNode is a serving Mux on loopback with Heartbeats on it.
+type hbNode struct {
+	mux  *Mux
+	hb   *Heartbeats
+	addr string
+}
+
+func newHBNode(t *testing.T, cfg HeartbeatConfig) *hbNode {
+	t.Helper()
+	m := newTestMux(t, nil)
+	return &hbNode{mux: m, hb: newTestHeartbeats(t, m, cfg), addr: m.Addr().String()}
+}
+
+// serveMux is newTestMux on a listener the test made.
+func serveMux(t *testing.T, ln net.Listener) *Mux {
+	t.Helper()
+	m, err := NewMux(ln, TestConfig())
+	if err != nil {
+		_ = ln.Close()
+		t.Fatalf("NewMux: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- m.Serve() }()
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("Mux.Close: %v", err)
+		}
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve returned %v after Close, want nil", err)
+			}
+		case <-time.After(waitLimit):
+			t.Errorf("Serve did not return after Close")
+		}
+	})
+	return m
+}
+
+// checkHeartbeatGoroutines fails the test if, once every other cleanup has
+// run, a goroutine is still in Heartbeats code: a writer, reader or serve
+// goroutine Close did not stop, or a Send that never returned. Call it
+// first, so its cleanup runs last.
+func checkHeartbeatGoroutines(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(waitLimit / 2)
+		for {
+			left := heartbeatGoroutines()
+			if len(left) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%d heartbeat goroutines left after Close:\n\n%s", len(left), strings.Join(left, "\n\n"))
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
+
+func heartbeatGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var left []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "transport.(*Heartbeats).") || strings.Contains(g, "transport.(*hbPeer).") {
+			left = append(left, g)
+		}
+	}
+	return left
+}
+
+// leaderHeartbeat is the heartbeat a leader of pid sends in term.
+func leaderHeartbeat(pid uint32, term uint64) *raft.AppendEntriesRequest {
+	return &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{
+			ProtocolVersion: raft.ProtocolVersionMax,
+			ID:              fmt.Appendf(nil, "leader-of-%d", pid),
+			Addr:            []byte("10.1.1.1:7000"),
+		},
+		Term:   term,
+		Leader: []byte("10.1.1.1:7000"),
+	}
+}
+
+// followerAnswer is what the test followers answer to req: every field
+// depends on the partition or the request, so a misrouted answer shows.
+func followerAnswer(pid uint32, req *raft.AppendEntriesRequest) *raft.AppendEntriesResponse {
+	return &raft.AppendEntriesResponse{
+		RPCHeader: raft.RPCHeader{
+			ProtocolVersion: raft.ProtocolVersionMax - 1,
+			ID:              fmt.Appendf(nil, "follower-of-%d", pid),
+			Addr:            fmt.Appendf(nil, "10.2.2.2:%d", pid%65536),
+		},
+		Term:           req.Term + 1,
+		LastLog:        uint64(pid)<<20 + req.Term,
+		Success:        pid%2 == 0,
+		NoRetryBackoff: pid%3 == 0,
+	}
+}
+
+// gate holds heartbeat handlers until released (and with them the
+// connection's reader, which answers heartbeats inline). Make it after the
+// Heartbeats whose handlers it holds: its cleanup releases them before those
+// Heartbeats close (Close waits for a handler in progress).
+type gate struct {
+	open    chan struct{}
+	once    sync.Once
+	entered chan uint32 // the partitions of held heartbeats, as they arrive
+}
+
+func newGate(t *testing.T) *gate {
+	g := &gate{open: make(chan struct{}), entered: make(chan uint32, 100)}
+	t.Cleanup(g.release)
+	return g
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
+func (g *gate) hold(pid uint32) {
+	select {
+	case g.entered <- pid:
+	default:
+	}
+	<-g.open
+}
+
+// waitEntered returns the partition of the next heartbeat the gate holds.
+func (g *gate) waitEntered(t *testing.T) uint32 {
+	t.Helper()
+	select {
+	case pid := <-g.entered:
+		return pid
+	case <-time.After(waitLimit):
+		t.Fatalf("no heartbeat reached the handler within %v", waitLimit)
+		return 0
+	}
+}
+
+// follower plays raft.Raft for its partitions: a heartbeat handler that
+// answers on rpc.RespChan before returning (raft's fast path), and a main
+// loop that reads the partition's consume channel and answers there. It
+// records what each path was given.
+type follower struct {
+	gate *gate // nil: answer heartbeats at once
+
+	mu       sync.Mutex
+	seen     map[uint32][]raft.AppendEntriesRequest // by the heartbeat handler
+	consumed map[uint32][]raft.AppendEntriesRequest // by the main loop
+}
+
+// serveFollower registers a follower on h for pids.
+func serveFollower(t *testing.T, h *Heartbeats, g *gate, pids ...uint32) *follower {
+	t.Helper()
+	f := &follower{
+		gate:     g,
+		seen:     make(map[uint32][]raft.AppendEntriesRequest),
+		consumed: make(map[uint32][]raft.AppendEntriesRequest),
+	}
+	for _, pid := range pids {
+		t.Cleanup(h.Handle(pid, f.handler(pid), mainLoop(t, f.consumer(pid))))
+	}
+	return f
+}
+
+func (f *follower) handler(pid uint32) func(raft.RPC) {
+	return func(rpc raft.RPC) {
+		req, ok := rpc.Command.(*raft.AppendEntriesRequest)
+		if !ok {
+			rpc.Respond(nil, fmt.Errorf("heartbeat handler given %T", rpc.Command))
+			return
+		}
+		f.mu.Lock()
+		f.seen[pid] = append(f.seen[pid], *req)
+		f.mu.Unlock()
+		if f.gate != nil {
+			f.gate.hold(pid)
+		}
+		rpc.Respond(followerAnswer(pid, req), nil)
+	}
+}
+
+func (f *follower) consumer(pid uint32) func(raft.RPC) {
+	return func(rpc raft.RPC) {
+		req, ok := rpc.Command.(*raft.AppendEntriesRequest)
+		if !ok {
+			rpc.Respond(nil, fmt.Errorf("main loop given %T", rpc.Command))
+			return
+		}
+		f.mu.Lock()
+		f.consumed[pid] = append(f.consumed[pid], *req)
+		f.mu.Unlock()
+		rpc.Respond(consumerAnswer(pid, req), nil)
+	}
+}
+
+func (f *follower) requests(pid uint32) []raft.AppendEntriesRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]raft.AppendEntriesRequest(nil), f.seen[pid]...)
+}
+
+func (f *follower) consumedRequests(pid uint32) []raft.AppendEntriesRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]raft.AppendEntriesRequest(nil), f.consumed[pid]...)
+}
+
+// mainLoop returns a consume channel whose RPCs a goroutine hands to
+// serve, one at a time, as raft's main loop reads Transport.Consumer(). The
+// goroutine stops at cleanup, before the Heartbeats registered earlier close.
+func mainLoop(t *testing.T, serve func(raft.RPC)) chan<- raft.RPC {
+	ch := make(chan raft.RPC) // unbuffered, like raft.NetworkTransport's consumer
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case rpc := <-ch:
+				if rpc.Reader != nil {
+					rpc.Respond(nil, errors.New("main loop given an RPC with a Reader"))
+					continue
+				}
+				if rpc.RespChan == nil {
+					t.Errorf("main loop given an RPC without a RespChan: %+v", rpc)
+					continue
+				}
+				serve(rpc)
+			case <-stop:
+				return
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+	})
+	return ch
+}
+
+// consumerAnswer is what the test main loops answer to req. Its version,
+// ID, address and term differ from followerAnswer's, and it depends on the
+// partition and every carried request field, so an answer from the wrong
+// path, of the wrong partition or to a garbled request shows.
+func consumerAnswer(pid uint32, req *raft.AppendEntriesRequest) *raft.AppendEntriesResponse {
+	return &raft.AppendEntriesResponse{
+		RPCHeader: raft.RPCHeader{
+			ProtocolVersion: raft.ProtocolVersionMin,
+			ID:              fmt.Appendf(nil, "main-loop-of-%d", pid),
+			Addr:            fmt.Appendf(nil, "10.3.3.3:%d", req.PrevLogTerm%65536),
+		},
+		Term:           req.Term + 2,
+		LastLog:        req.PrevLogEntry*3 + req.PrevLogTerm*5 + req.LeaderCommitIndex*7 + uint64(pid),
+		Success:        req.PrevLogEntry%2 == 0,
+		NoRetryBackoff: req.LeaderCommitIndex%2 == 1,
+	}
+}
+
+// wantAnswer is the answer a follower gives req, by the path it must take.
+func wantAnswer(pid uint32, req *raft.AppendEntriesRequest) *raft.AppendEntriesResponse {
+	if IsHeartbeat(req) {
+		return followerAnswer(pid, req)
+	}
+	return consumerAnswer(pid, req)
+}
+
+// emptyAppend is the append without entries a leader of pid sends to tell
+// a follower the commit index (it is no heartbeat: raft's main loop answers
+// it).
+func emptyAppend(pid uint32, term, index uint64) *raft.AppendEntriesRequest {
+	req := leaderHeartbeat(pid, term)
+	req.PrevLogEntry = index
+	req.PrevLogTerm = term - 1
+	req.LeaderCommitIndex = index - 1
+	return req
+}
+
+type sendResult struct {
+	resp raft.AppendEntriesResponse
+	err  error
+	took time.Duration
+}
+
+// staleResponse pre-fills every response: Send must overwrite all of it.
+var staleResponse = raft.AppendEntriesResponse{
+	RPCHeader: raft.RPCHeader{ProtocolVersion: 99, ID: []byte("stale"), Addr: []byte("stale")},
+	Term:      12345, LastLog: 67890, Success: true, NoRetryBackoff: true,
+}
+
+// sendAsync runs one Send in the background.
+func sendAsync(h *Heartbeats, pid uint32, addr string, req *raft.AppendEntriesRequest, cancel <-chan struct{}) <-chan sendResult {
+	ch := make(chan sendResult, 1)
+	start := time.Now()
+	go func() {
+		resp := staleResponse
+		err := h.Send(pid, addr, req, &resp, cancel)
+		ch <- sendResult{resp, err, time.Since(start)}
+	}()
+	return ch
+}
+
+// waitSend waits up to within for a sendAsync.
+func waitSend(t *testing.T, ch <-chan sendResult, within time.Duration) sendResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(within):
+		t.Fatalf("Send did not return within %v", within)
+		return sendResult{}
+	}
+}
+
+// mustSend sends pid's heartbeat in term and checks the answer is exactly
+// the follower's.
+func mustSend(t *testing.T, h *Heartbeats, pid uint32, addr string, term uint64) {
+	t.Helper()
+	mustSendReq(t, h, pid, addr, leaderHeartbeat(pid, term))
+}
+
+// mustSendReq sends req and checks the answer is exactly the one the
+// follower's path for it gives.
+func mustSendReq(t *testing.T, h *Heartbeats, pid uint32, addr string, req *raft.AppendEntriesRequest) {
+	t.Helper()
+	r := waitSend(t, sendAsync(h, pid, addr, req, nil), waitLimit)
+	if r.err != nil {
+		t.Fatalf("Send(partition %d, %+v): %v", pid, *req, r.err)
+	}
+	if want := wantAnswer(pid, req); !reflect.DeepEqual(r.resp, *want) {
+		t.Fatalf("Send(partition %d, %+v) answered\n %+v\nwant %+v", pid, *req, r.resp, *want)
+	}
+}
+
+// sendErr sends pid's heartbeat and returns the error it must fail with.
+func sendErr(t *testing.T, h *Heartbeats, pid uint32, addr string, cancel <-chan struct{}) error {
+	t.Helper()
+	r := waitSend(t, sendAsync(h, pid, addr, leaderHeartbeat(pid, 1), cancel), waitLimit)
+	if r.err == nil {
+		t.Fatalf("Send(partition %d) to %s succeeded with %+v, want an error", pid, addr, r.resp)
+	}
+	return r.err
+}
+
+// queuedCalls is the number of heartbeats to addr waiting to be written.
+func queuedCalls(h *Heartbeats, addr string) int {
+	h.mu.Lock()
+	p := h.peers[addr]
+	h.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}
+
+func TestHeartbeatsDeliverRequestsAndAnswers(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	var sentBytes atomic.Uint64
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.SentBytes = &sentBytes }))
+	b := newHBNode(t, testHBConfig(nil))
+	pids := []uint32{0, 1, 2, 3, 6, 1000, math.MaxUint32 - 1}
+	f := serveFollower(t, b.hb, nil, pids...)
+
+	// The first heartbeat alone: its frame is exactly what the codec makes.
+	first := leaderHeartbeat(1, 3)
+	mustSend(t, a.hb, 1, b.addr, 3)
+	frameLen := uint64(len(encodeRequests(hbRequest{call: 1, partition: 1, req: *first})))
+	waitFor(t, "SentBytes to count the first frame", func() bool { return sentBytes.Load() >= frameLen })
+	if got := sentBytes.Load(); got != frameLen {
+		t.Fatalf("SentBytes = %d after one heartbeat, want the frame's %d", got, frameLen)
+	}
+
+	// Then all partitions at once, several terms each.
+	const terms = 3
+	type call struct {
+		pid  uint32
+		req  *raft.AppendEntriesRequest
+		sent raft.AppendEntriesRequest // a copy: Send must not change req
+		res  <-chan sendResult
+	}
+	var calls []call
+	for _, pid := range pids {
+		for term := range uint64(terms) {
+			req := leaderHeartbeat(pid, 10+term)
+			calls = append(calls, call{pid, req, *req, sendAsync(a.hb, pid, b.addr, req, nil)})
+		}
+	}
+	for _, c := range calls {
+		r := waitSend(t, c.res, waitLimit)
+		if r.err != nil {
+			t.Fatalf("Send(partition %d, term %d): %v", c.pid, c.req.Term, r.err)
+		}
+		if want := followerAnswer(c.pid, c.req); !reflect.DeepEqual(r.resp, *want) {
+			t.Errorf("partition %d term %d answered\n %+v\nwant %+v", c.pid, c.req.Term, r.resp, *want)
+		}
+		if !reflect.DeepEqual(*c.req, c.sent) {
+			t.Errorf("Send changed its request: %+v, was %+v", *c.req, c.sent)
+		}
+	}
+
+	// Each follower saw exactly its own requests, field for field.
+	for _, pid := range pids {
+		var want []raft.AppendEntriesRequest
+		if pid == 1 {
+			want = append(want, *first)
+		}
+		for term := range uint64(terms) {
+			want = append(want, *leaderHeartbeat(pid, 10+term))
+		}
+		got := f.requests(pid)
+		// Concurrent Sends of one partition may arrive in any order.
+		byTerm := map[uint64]raft.AppendEntriesRequest{}
+		for _, r := range got {
+			byTerm[r.Term] = r
+		}
+		if len(got) != len(want) || len(byTerm) != len(want) {
+			t.Errorf("partition %d handler saw %d requests %+v, want %d", pid, len(got), got, len(want))
+			continue
+		}
+		for _, w := range want {
+			if g := byTerm[w.Term]; !reflect.DeepEqual(g, w) {
+				t.Errorf("partition %d handler saw\n %+v\nwant %+v", pid, g, w)
+			}
+		}
+	}
+
+	total := uint64(1 + len(pids)*terms)
+	waitFor(t, "A's Sent to count every heartbeat", func() bool { return a.hb.Stats().Sent == total })
+	if got := b.hb.Stats().Answered; got != total {
+		t.Fatalf("B answered %d heartbeats, want %d", got, total)
+	}
+	if got := a.hb.Stats().Answered; got != 0 {
+		t.Fatalf("A answered %d heartbeats, want 0 (B sent none)", got)
+	}
+	if s := a.hb.Stats(); s.Frames == 0 || s.Frames > s.Sent {
+		t.Fatalf("A stats %+v: frames must be between 1 and the heartbeats sent", s)
+	}
+}
+
+func TestHeartbeatsCoalesceIntoOneFrame(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const linger = time.Second
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Linger = linger }))
+	b := newHBNode(t, testHBConfig(nil))
+	const n = 16
+	var pids []uint32
+	for pid := range uint32(n) {
+		pids = append(pids, pid*11)
+	}
+	serveFollower(t, b.hb, nil, pids...)
+
+	start := time.Now()
+	var res []<-chan sendResult
+	for _, pid := range pids {
+		res = append(res, sendAsync(a.hb, pid, b.addr, leaderHeartbeat(pid, 4), nil))
+	}
+	for i, ch := range res {
+		r := waitSend(t, ch, waitLimit)
+		if r.err != nil {
+			t.Fatalf("Send(partition %d): %v", pids[i], r.err)
+		}
+		if want := followerAnswer(pids[i], leaderHeartbeat(pids[i], 4)); !reflect.DeepEqual(r.resp, *want) {
+			t.Fatalf("partition %d answered %+v, want %+v", pids[i], r.resp, *want)
+		}
+	}
+	if took := time.Since(start); took < linger {
+		t.Fatalf("heartbeats answered after %v, before the %v linger", took, linger)
+	}
+	waitFor(t, "Sent to count the heartbeats", func() bool { return a.hb.Stats().Sent >= n })
+	if s := a.hb.Stats(); s.Sent != n || s.Frames != 1 {
+		t.Fatalf("stats %+v, want %d heartbeats in 1 frame", s, n)
+	}
+	if got := b.hb.Stats().Answered; got != n {
+		t.Fatalf("B answered %d, want %d", got, n)
+	}
+}
+
+func TestHeartbeatsUrgentSkipsLinger(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const linger = 5 * time.Second
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Linger = linger; c.Timeout = 5 * linger }))
+	b := newHBNode(t, testHBConfig(nil))
+	serveFollower(t, b.hb, nil, 1, 2)
+
+	// A heartbeat of partition 2 lingers...
+	lingering := sendAsync(a.hb, 2, b.addr, leaderHeartbeat(2, 1), nil)
+	waitFor(t, "partition 2's heartbeat to be queued", func() bool { return queuedCalls(a.hb, b.addr) == 1 })
+
+	// ...until an urgent one of partition 1 takes it along.
+	done1, done2 := a.hb.Urgent(1), a.hb.Urgent(1)
+	done1()
+	done1() // once only: partition 1 stays urgent until done2
+	urgent := sendAsync(a.hb, 1, b.addr, leaderHeartbeat(1, 1), nil)
+	const bound = 2 * time.Second // well below the linger: not a performance bound
+	for name, ch := range map[string]<-chan sendResult{"urgent": urgent, "lingering": lingering} {
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatalf("%s Send: %v", name, r.err)
+			}
+		case <-time.After(bound):
+			t.Fatalf("%s Send did not return within %v although partition 1 is urgent (linger %v)", name, bound, linger)
+		}
+	}
+	waitFor(t, "Sent to count both heartbeats", func() bool { return a.hb.Stats().Sent >= 2 })
+	if s := a.hb.Stats(); s.Sent != 2 || s.Frames != 1 {
+		t.Fatalf("stats %+v, want both heartbeats in one frame", s)
+	}
+
+	// After done2 partition 1 lingers again.
+	done2()
+	cancel := make(chan struct{})
+	again := sendAsync(a.hb, 1, b.addr, leaderHeartbeat(1, 2), cancel)
+	select {
+	case r := <-again:
+		t.Fatalf("Send returned (%+v, %v) at once, though no Urgent is held any more", r.resp, r.err)
+	case <-time.After(time.Second):
+	}
+	close(cancel)
+	if r := waitSend(t, again, waitLimit); !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("cancelled Send: %v, want ErrClosed", r.err)
+	}
+}
+
+func TestHeartbeatsFollowerRefusals(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	serveFollower(t, b.hb, nil, 1)
+
+	refuse := func(msg string) func(raft.RPC) {
+		return func(rpc raft.RPC) { rpc.Respond(nil, errors.New(msg)) }
+	}
+	removed := b.hb.Handle(14, refuse("removed handler called"), mainLoop(t, refuse("removed consumer called")))
+	removed()
+	replaced := b.hb.Handle(15, refuse("replaced handler called"), mainLoop(t, refuse("replaced consumer called")))
+	serveFollower(t, b.hb, nil, 15)
+	replaced() // removes nothing: a later Handle replaced it
+
+	long := []byte(strings.Repeat("r", maxFieldLen+1))
+	tests := []struct {
+		name   string
+		pid    uint32
+		answer func(raft.RPC) // the partition's heartbeat handler and main loop; nil: none registered
+		want   string         // in the error; empty: the Send succeeds
+		// wantHeartbeat, if set, replaces want for heartbeats.
+		wantHeartbeat string
+	}{
+		{"no handler", 10, nil, "partition 10", ""},
+		{"error answer", 12, refuse("follower exploded"), "follower exploded", ""},
+		{"wrong answer type", 13, func(rpc raft.RPC) { rpc.Respond(&raft.RequestVoteResponse{}, nil) }, "RequestVoteResponse", ""},
+		{"nil answer", 16, func(rpc raft.RPC) { rpc.Respond(nil, nil) }, "partition 16", ""},
+		{"removed handler", 14, nil, "partition 14", ""},
+		{"replaced handler", 15, nil, "", ""},
+		{"answer with an id over the field limit", 17, func(rpc raft.RPC) {
+			rpc.Respond(&raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ID: long}, Term: 1}, nil)
+		}, "partition 17", ""},
+		{"answer with an address over the field limit", 18, func(rpc raft.RPC) {
+			rpc.Respond(&raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{Addr: long}, Term: 1}, nil)
+		}, "partition 18", ""},
+		{"error with a message over the field limit", 19, refuse(strings.Repeat("m", 3*maxFieldLen)), strings.Repeat("m", maxFieldLen), ""},
+		// raft.Raft's heartbeat handler returns without answering once it is
+		// shut down. (A main loop that never answers is TestHeartbeatsConsumerStuck's.)
+		{"no answer", 11, func(rpc raft.RPC) {
+			if IsHeartbeat(rpc.Command.(*raft.AppendEntriesRequest)) {
+				return
+			}
+			rpc.Respond(nil, errors.New("main loop refuses"))
+		}, "main loop refuses", "partition 11 is shutting down"},
+	}
+	for _, tt := range tests {
+		for _, path := range []string{"heartbeat", "empty append"} {
+			t.Run(tt.name+"/"+path, func(t *testing.T) {
+				if tt.answer != nil {
+					t.Cleanup(b.hb.Handle(tt.pid, tt.answer, mainLoop(t, tt.answer)))
+				}
+				req, want := leaderHeartbeat(tt.pid, 2), tt.want
+				if path == "empty append" {
+					req = emptyAppend(tt.pid, 2, 9)
+				} else if tt.wantHeartbeat != "" {
+					want = tt.wantHeartbeat
+				}
+				if want == "" {
+					mustSendReq(t, a.hb, tt.pid, b.addr, req)
+				} else {
+					r := waitSend(t, sendAsync(a.hb, tt.pid, b.addr, req, nil), waitLimit)
+					if r.err == nil {
+						t.Fatalf("Send succeeded with %+v, want an error containing %q", r.resp, want)
+					}
+					if !strings.Contains(r.err.Error(), want) {
+						t.Fatalf("Send: %v, want an error containing %q", r.err, want)
+					}
+					if !strings.Contains(r.err.Error(), b.addr) {
+						t.Fatalf("Send: %v does not name the peer %s", r.err, b.addr)
+					}
+					if errors.Is(r.err, ErrHeartbeatsUnsupported) || errors.Is(r.err, ErrClosed) || errors.Is(r.err, ErrBadFrame) {
+						t.Fatalf("Send: %v: one request's refusal is none of the channel errors", r.err)
+					}
+				}
+				// A refusal is one item's; the channel keeps working.
+				mustSend(t, a.hb, 1, b.addr, 3)
+				mustSendReq(t, a.hb, 1, b.addr, emptyAppend(1, 3, 4))
+			})
+		}
+	}
+
+	// Refusals and answers in one frame each reach their own caller.
+	c := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Linger = 300 * time.Millisecond }))
+	ok, refused := sendAsync(c.hb, 1, b.addr, leaderHeartbeat(1, 8), nil), sendAsync(c.hb, 10, b.addr, leaderHeartbeat(10, 8), nil)
+	okAppend := sendAsync(c.hb, 1, b.addr, emptyAppend(1, 8, 80), nil)
+	if r := waitSend(t, ok, waitLimit); r.err != nil || !reflect.DeepEqual(r.resp, *followerAnswer(1, leaderHeartbeat(1, 8))) {
+		t.Fatalf("Send batched with a refused one: %+v, %v", r.resp, r.err)
+	}
+	if r := waitSend(t, okAppend, waitLimit); r.err != nil || !reflect.DeepEqual(r.resp, *consumerAnswer(1, emptyAppend(1, 8, 80))) {
+		t.Fatalf("empty append batched with a refused one: %+v, %v", r.resp, r.err)
+	}
+	if r := waitSend(t, refused, waitLimit); r.err == nil || !strings.Contains(r.err.Error(), "partition 10") {
+		t.Fatalf("refused Send batched with an answered one: %v", r.err)
+	}
+}
+
+func TestHeartbeatsUnsupportedPeer(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	old := newTestMux(t, nil) // a node of an older version: no heartbeat channel
+	addr := old.Addr().String()
+
+	err := sendErr(t, a.hb, 1, addr, nil)
+	if !errors.Is(err, ErrHeartbeatsUnsupported) || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Send to a peer without the channel: %v, want ErrHeartbeatsUnsupported naming %s", err, addr)
+	}
+
+	// The answer is remembered: even once the peer has the channel, the next
+	// Send fails at once without asking it.
+	hb := newTestHeartbeats(t, old, testHBConfig(nil))
+	serveFollower(t, hb, nil, 1)
+	start := time.Now()
+	if err := sendErr(t, a.hb, 1, addr, nil); !errors.Is(err, ErrHeartbeatsUnsupported) {
+		t.Fatalf("second Send: %v, want the cached ErrHeartbeatsUnsupported", err)
+	}
+	if got := hb.Stats().Answered; got != 0 {
+		t.Fatalf("peer answered %d heartbeats: the second Send dialed it", got)
+	}
+	t.Logf("cached refusal took %v", time.Since(start))
+
+	// The refusal is remembered for unsupportedRetry, not longer: move the
+	// remembered time back instead of waiting.
+	backdate := func(d time.Duration) {
+		a.hb.mu.Lock()
+		p := a.hb.peers[addr]
+		a.hb.mu.Unlock()
+		if p == nil {
+			t.Fatalf("no peer for %s", addr)
+		}
+		p.mu.Lock()
+		if p.unsupported.IsZero() {
+			p.mu.Unlock()
+			t.Fatalf("the peer is not remembered as unsupported")
+		}
+		p.unsupported = time.Now().Add(-d)
+		p.mu.Unlock()
+	}
+	if unsupportedRetry < time.Second || unsupportedRetry > time.Minute {
+		t.Fatalf("unsupportedRetry = %v: an upgraded peer would be asked again too often or too late", unsupportedRetry)
+	}
+	backdate(unsupportedRetry - time.Second)
+	if err := sendErr(t, a.hb, 1, addr, nil); !errors.Is(err, ErrHeartbeatsUnsupported) {
+		t.Fatalf("Send a second before the retry: %v, want the cached ErrHeartbeatsUnsupported", err)
+	}
+	backdate(unsupportedRetry + time.Millisecond)
+	mustSend(t, a.hb, 1, addr, 2)
+	mustSendReq(t, a.hb, 1, addr, emptyAppend(1, 2, 2))
+	if got := hb.Stats().Answered; got != 2 {
+		t.Fatalf("upgraded peer answered %d requests, want 2", got)
+	}
+}
+
+func TestHeartbeatsCancel(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	g := newGate(t)
+	serveFollower(t, b.hb, g, 1)
+
+	cancel := make(chan struct{})
+	res := sendAsync(a.hb, 1, b.addr, leaderHeartbeat(1, 1), cancel)
+	g.waitEntered(t)
+	select {
+	case r := <-res:
+		t.Fatalf("Send returned (%v) while its follower holds it", r.err)
+	default:
+	}
+	close(cancel)
+	if r := waitSend(t, res, waitLimit); !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("cancelled Send: %v, want ErrClosed", r.err)
+	}
+	if err := sendErr(t, a.hb, 1, b.addr, cancel); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Send with cancel already closed, follower held: %v, want ErrClosed", err)
+	}
+
+	// The cancelled heartbeats' late answers go nowhere: the next Send gets
+	// its own.
+	g.release()
+	mustSend(t, a.hb, 1, b.addr, 5)
+}
+
+func TestHeartbeatsTimeout(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const timeout = 300 * time.Millisecond
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout }))
+	b := newHBNode(t, testHBConfig(nil))
+	g := newGate(t)
+	f := serveFollower(t, b.hb, g, 1)
+
+	r := waitSend(t, sendAsync(a.hb, 1, b.addr, leaderHeartbeat(1, 1), nil), 10*timeout)
+	if r.err == nil || !strings.Contains(r.err.Error(), "not answered") {
+		t.Fatalf("Send to a stuck follower: %v, want a \"not answered\" error", r.err)
+	}
+	if r.took < timeout {
+		t.Fatalf("Send gave up after %v, before the %v timeout", r.took, timeout)
+	}
+	g.waitEntered(t)
+
+	// The stuck connection was dropped; once the follower is back, the next
+	// heartbeats go over a new one.
+	g.release()
+	for term := range uint64(3) {
+		mustSend(t, a.hb, 1, b.addr, 10+term)
+	}
+	if n := len(f.requests(1)); n != 4 {
+		t.Fatalf("follower saw %d heartbeats, want 4", n)
+	}
+}
+
+func TestHeartbeatsPeerRestart(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	serveFollower(t, b.hb, nil, 1, 2)
+	mustSend(t, a.hb, 1, b.addr, 1)
+
+	if err := b.hb.Close(); err != nil {
+		t.Fatalf("Heartbeats.Close: %v", err)
+	}
+	if err := b.mux.Close(); err != nil {
+		t.Fatalf("Mux.Close: %v", err)
+	}
+	for _, pid := range []uint32{1, 2, 1} {
+		err := sendErr(t, a.hb, pid, b.addr, nil)
+		if errors.Is(err, ErrHeartbeatsUnsupported) {
+			t.Fatalf("Send to a stopped peer: %v; it is down, not of an older version", err)
+		}
+		t.Logf("Send to the stopped peer: %v", err)
+	}
+
+	// The peer comes back on the same address.
+	var ln net.Listener
+	deadline := time.Now().Add(waitLimit)
+	for {
+		var err error
+		if ln, err = net.Listen("tcp", b.addr); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listen again on %s: %v", b.addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := serveMux(t, ln)
+	hb := newTestHeartbeats(t, m, testHBConfig(nil))
+	serveFollower(t, hb, nil, 1, 2)
+	mustSend(t, a.hb, 1, b.addr, 2)
+	mustSend(t, a.hb, 2, b.addr, 2)
+	if got := hb.Stats().Answered; got != 2 {
+		t.Fatalf("restarted peer answered %d heartbeats, want 2", got)
+	}
+}
+
+func TestHeartbeatsClose(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	g := newGate(t)
+	f := serveFollower(t, b.hb, g, 1, 2, 3)
+	held := newHoldingLoop(t, b.hb, f, 4)
+	t.Cleanup(b.hb.Handle(5, f.handler(5), make(chan raft.RPC))) // a main loop that never reads
+
+	// Appends wait for B's main loops (one taken, one not)...
+	var pending []<-chan sendResult
+	for _, pid := range []uint32{4, 5} {
+		pending = append(pending, sendAsync(a.hb, pid, b.addr, emptyAppend(pid, 1, 1), nil))
+	}
+	held.waitTaken(t)
+	waitFor(t, "both appends to reach B", func() bool { return countGoroutines("(*Heartbeats).consume") == 2 })
+	// ...and heartbeats for B's held heartbeat handler.
+	for _, pid := range []uint32{1, 2, 3} {
+		pending = append(pending, sendAsync(a.hb, pid, b.addr, leaderHeartbeat(pid, 1), nil))
+	}
+	g.waitEntered(t)
+
+	closed := make(chan error, 1)
+	go func() { closed <- a.hb.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("Close did not return within 2s with heartbeats in flight")
+	}
+	for i, ch := range pending {
+		r := waitSend(t, ch, 2*time.Second)
+		if !errors.Is(r.err, ErrClosed) {
+			t.Fatalf("pending Send %d after Close: %+v, %v; want ErrClosed", i, r.resp, r.err)
+		}
+	}
+	if err := a.hb.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := sendErr(t, a.hb, 1, b.addr, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Send after Close: %v, want ErrClosed", err)
+	}
+	if _, err := a.mux.Listen(HeartbeatChannel); err != nil {
+		t.Fatalf("Close left the heartbeat channel registered: %v", err)
+	}
+}
+
+func TestHeartbeatsSendRejects(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 1)
+	over := []byte(strings.Repeat("x", 2000))
+
+	tests := []struct {
+		name        string
+		mutate      func(*raft.AppendEntriesRequest)
+		unsupported bool // the error wraps ErrHeartbeatsUnsupported: the caller sends it the old way
+	}{
+		{"entries", func(r *raft.AppendEntriesRequest) { r.Entries = []*raft.Log{{Index: 1, Term: 1}} }, false},
+		{"entries of an empty append", func(r *raft.AppendEntriesRequest) {
+			*r = *emptyAppend(1, 3, 5)
+			r.Entries = []*raft.Log{{Index: 6, Term: 3, Data: []byte("x")}}
+		}, false},
+		{"term zero", func(r *raft.AppendEntriesRequest) { r.Term = 0 }, false},
+		{"term zero empty append", func(r *raft.AppendEntriesRequest) { *r = *emptyAppend(1, 3, 5); r.Term = 0 }, false},
+		{"2000-byte ID", func(r *raft.AppendEntriesRequest) { r.ID = over }, true},
+		{"2000-byte Addr", func(r *raft.AppendEntriesRequest) { r.Addr = over }, true},
+		{"2000-byte Leader", func(r *raft.AppendEntriesRequest) { r.Leader = over }, true},
+		{"ID one byte over the field limit", func(r *raft.AppendEntriesRequest) { r.ID = over[:maxFieldLen+1] }, true},
+		{"2000-byte ID of an empty append", func(r *raft.AppendEntriesRequest) { *r = *emptyAppend(1, 3, 5); r.ID = over }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := leaderHeartbeat(1, 1)
+			tt.mutate(req)
+			resp := staleResponse
+			done := make(chan error, 1)
+			go func() { done <- a.hb.Send(1, b.addr, req, &resp, nil) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(waitLimit):
+				t.Fatalf("Send(%+v) did not return within %v", req, waitLimit)
+			}
+			if err == nil {
+				t.Fatalf("Send(%+v) succeeded", req)
+			}
+			if got := errors.Is(err, ErrHeartbeatsUnsupported); got != tt.unsupported {
+				t.Fatalf("Send: %v; errors.Is(err, ErrHeartbeatsUnsupported) = %v, want %v", err, got, tt.unsupported)
+			}
+			if errors.Is(err, ErrClosed) {
+				t.Fatalf("Send: %v, which wraps ErrClosed: the caller would think the channel shut down", err)
+			}
+			if !reflect.DeepEqual(resp, staleResponse) {
+				t.Fatalf("refused Send changed the response to %+v", resp)
+			}
+		})
+	}
+	if s := a.hb.Stats(); s.Sent != 0 {
+		t.Fatalf("stats %+v: refused requests were sent", s)
+	}
+	if n := len(f.requests(1)) + len(f.consumedRequests(1)); n != 0 {
+		t.Fatalf("the follower was given %d refused requests", n)
+	}
+
+	// What Send accepts: every append without entries with a term, whatever
+	// else it carries, with fields up to the limit.
+	at := []byte(strings.Repeat("y", maxFieldLen))
+	accepted := []*raft.AppendEntriesRequest{
+		leaderHeartbeat(1, 1),
+		emptyAppend(1, 1, 1),
+		{Term: 1},                         // nothing else: raft's main loop decides
+		{Term: 2, Entries: []*raft.Log{}}, // an empty, non-nil slice carries no entries
+		{Term: 3, PrevLogEntry: 1 << 50},  // a probe
+		{Term: 4, LeaderCommitIndex: 1<<64 - 1},
+		{RPCHeader: raft.RPCHeader{ID: at, Addr: at}, Term: 5, Leader: at, PrevLogTerm: 4},
+		{RPCHeader: raft.RPCHeader{ID: at, Addr: at}, Term: 6, Leader: at},
+	}
+	for _, req := range accepted {
+		mustSendReq(t, a.hb, 1, b.addr, req)
+	}
+	want := map[string]int{"heartbeat": 2, "consumer": len(accepted) - 2}
+	if got := map[string]int{"heartbeat": len(f.requests(1)), "consumer": len(f.consumedRequests(1))}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("requests by path: %v, want %v", got, want)
+	}
+}
+
+// rawHeartbeatConn dials addr's heartbeat channel from a bare Mux, to speak
+// the frame protocol by hand.
+func rawHeartbeatConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	l := mustListen(t, newTestMux(t, nil), HeartbeatChannel)
+	c, err := l.Dial(addr, waitLimit)
+	if err != nil {
+		t.Fatalf("dial the heartbeat channel of %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestHeartbeatsMalformedFrameClosesConnection(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	serveFollower(t, b.hb, nil, 1)
+	valid := encodeRequests(hbRequest{call: 42, partition: 1, req: *leaderHeartbeat(1, 6)})
+
+	t.Run("valid frame is answered", func(t *testing.T) {
+		c := rawHeartbeatConn(t, b.addr)
+		if _, err := c.Write(valid); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+		kind, body, _, err := readFrame(bufio.NewReader(c), nil)
+		if err != nil || kind != frameResponses {
+			t.Fatalf("answer: kind %d, %v", kind, err)
+		}
+		resps, err := decodeResponses(body, nil)
+		want := []hbResponse{{call: 42, resp: *followerAnswer(1, leaderHeartbeat(1, 6))}}
+		if err != nil || !reflect.DeepEqual(resps, want) {
+			t.Fatalf("answer %+v, %v; want %+v", resps, err, want)
+		}
+	})
+
+	trailing := append(append([]byte(nil), valid...), 0)
+	trailing[3]++ // the length covers the extra byte
+	tests := []struct {
+		name      string
+		in        []byte
+		halfClose bool
+	}{
+		{"response frame on the request stream", encodeResponses(hbResponse{call: 1, err: "x"}), false},
+		{"unknown kind", []byte("\x00\x00\x00\x03\x07\x01\x00"), false},
+		{"zero items", []byte("\x00\x00\x00\x02\x01\x00"), false},
+		{"length zero", []byte("\x00\x00\x00\x00\x01"), false},
+		{"length over maxFrameLen", []byte("\x00\x40\x00\x01\x01"), false},
+		{"trailing bytes", trailing, false},
+		{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false},
+		{"valid frame then garbage", append(append([]byte(nil), valid...), "\x00\x00\x00\x02\x01\xff"...), false},
+		{"frame cut short", valid[:len(valid)-3], true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rawHeartbeatConn(t, b.addr)
+			if _, err := c.Write(tt.in); err != nil {
+				t.Fatal(err)
+			}
+			if tt.halfClose {
+				if err := c.(*conn).Conn.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			br := bufio.NewReader(c)
+			_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+			if strings.HasPrefix(tt.name, "valid frame") {
+				// The answer to the valid frame may or may not be written
+				// before the connection closes (answers are written by their
+				// own goroutine); if it is, it is right.
+				if kind, body, _, err := readFrame(br, nil); err == nil {
+					resps, err := decodeResponses(body, nil)
+					if want := []hbResponse{{call: 42, resp: *followerAnswer(1, leaderHeartbeat(1, 6))}}; kind != frameResponses || err != nil || !reflect.DeepEqual(resps, want) {
+						t.Fatalf("answer to the valid frame: kind %d %+v, %v; want %+v", kind, resps, err, want)
+					}
+				} else if isTimeout(err) {
+					t.Fatalf("read: %v, want the connection closed", err)
+				}
+			}
+			if x, err := br.ReadByte(); err == nil || isTimeout(err) {
+				t.Fatalf("read %#x, %v; want the connection closed", x, err)
+			}
+			// The node keeps serving everyone else.
+			mustSend(t, a.hb, 1, b.addr, 7)
+		})
+	}
+}
+
+// fakeHeartbeatPeer serves the heartbeat channel of a bare Mux with serve,
+// once per connection, and returns the Mux's address.
+func fakeHeartbeatPeer(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	m := newTestMux(t, nil)
+	l := mustListen(t, m, HeartbeatChannel)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer func() { _ = c.Close() }()
+				serve(c, bufio.NewReader(c))
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = l.Close()
+		wg.Wait()
+	})
+	return m.Addr().String()
+}
+
+// readRequestFrame reads and decodes one request frame.
+func readRequestFrame(br *bufio.Reader) ([]hbRequest, error) {
+	kind, body, _, err := readFrame(br, nil)
+	if err != nil {
+		return nil, err
+	}
+	if kind != frameRequests {
+		return nil, fmt.Errorf("frame kind %d", kind)
+	}
+	return decodeRequests(body, nil)
+}
+
+func TestHeartbeatsBadAnswers(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const timeout = 500 * time.Millisecond
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout }))
+
+	tests := []struct {
+		name      string
+		answer    func(c net.Conn, reqs []hbRequest, frame []byte)
+		wantErr   error // errors.Is, if set
+		byTimeout bool  // the call must fail by the timeout, not before
+	}{
+		{"garbage", func(c net.Conn, _ []hbRequest, _ []byte) {
+			_, _ = c.Write([]byte("\x00\x00\x00\x04\x02\xff\xff\xff"))
+		}, ErrBadFrame, false},
+		{"request frame as the answer", func(c net.Conn, _ []hbRequest, frame []byte) {
+			_, _ = c.Write(frame)
+		}, ErrBadFrame, false},
+		{"length over maxFrameLen", func(c net.Conn, _ []hbRequest, _ []byte) {
+			_, _ = c.Write([]byte("\xff\xff\xff\xff\x02"))
+		}, ErrBadFrame, false},
+		{"unknown flags", func(c net.Conn, reqs []hbRequest, _ []byte) {
+			body := frameBuilder{}.uv(1).uv(reqs[0].call).raw("\x00").uv(3).field("i").field("a").uv(1).uv(1).raw("\x10")
+			_, _ = c.Write(finishFrame(append([]byte{0, 0, 0, 0, frameResponses}, body...)))
+		}, ErrBadFrame, false},
+		{"hang up", func(net.Conn, []hbRequest, []byte) {}, nil, false},
+		{"answer to another call", func(c net.Conn, reqs []hbRequest, _ []byte) {
+			_, _ = c.Write(encodeResponses(hbResponse{call: reqs[0].call + 1000, resp: raft.AppendEntriesResponse{Term: 1}}))
+			_, _ = io.Copy(io.Discard, c) // and then nothing
+		}, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := fakeHeartbeatPeer(t, func(c net.Conn, br *bufio.Reader) {
+				_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+				kind, body, _, err := readFrame(br, nil)
+				if err != nil || kind != frameRequests {
+					return
+				}
+				reqs, err := decodeRequests(body, nil)
+				if err != nil {
+					return
+				}
+				frame := finishFrame(append([]byte{0, 0, 0, 0, kind}, body...))
+				tt.answer(c, reqs, frame)
+			})
+			r := waitSend(t, sendAsync(a.hb, 1, addr, leaderHeartbeat(1, 1), nil), waitLimit)
+			err := r.err
+			t.Logf("Send after %v: %v", r.took, err)
+			if err == nil {
+				t.Fatalf("Send succeeded with %+v", r.resp)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Send: %v, want %v", err, tt.wantErr)
+			}
+			if tt.byTimeout && (r.took < timeout || errors.Is(err, ErrBadFrame)) {
+				t.Fatalf("Send failed after %v with %v; want it held until the %v timeout", r.took, err, timeout)
+			}
+			if !strings.Contains(err.Error(), addr) {
+				t.Fatalf("Send: %v does not name the peer %s", err, addr)
+			}
+		})
+	}
+}
+
+func TestHeartbeatsMatchAnswersByCallID(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Linger = 300 * time.Millisecond }))
+	frames := make(chan int, 100)
+	// The peer answers each frame's heartbeats in reverse order.
+	addr := fakeHeartbeatPeer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			reqs, err := readRequestFrame(br)
+			if err != nil {
+				return
+			}
+			frames <- len(reqs)
+			var resps []hbResponse
+			for i := len(reqs) - 1; i >= 0; i-- {
+				resps = append(resps, hbResponse{call: reqs[i].call, resp: *followerAnswer(reqs[i].partition, &reqs[i].req)})
+			}
+			if _, err := c.Write(encodeResponses(resps...)); err != nil {
+				return
+			}
+		}
+	})
+
+	var res []<-chan sendResult
+	for pid := range uint32(8) {
+		res = append(res, sendAsync(a.hb, pid, addr, leaderHeartbeat(pid, uint64(pid)+1), nil))
+	}
+	for pid, ch := range res {
+		r := waitSend(t, ch, waitLimit)
+		want := followerAnswer(uint32(pid), leaderHeartbeat(uint32(pid), uint64(pid)+1))
+		if r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+			t.Fatalf("partition %d: %+v, %v; want %+v", pid, r.resp, r.err, *want)
+		}
+	}
+	if n := <-frames; n < 2 {
+		t.Logf("the first frame carried %d heartbeats; the reversal was not exercised", n)
+	}
+}
+
+// shortWait bounds waits that must end well before any timeout of the
+// test: a correctness bound for "not delayed by", not a performance one.
+const shortWait = 2 * time.Second
+
+// holdingLoop is a main loop that takes RPCs and holds each until released
+// (all at once, by release). It reports each request it takes on taken.
+type holdingLoop struct {
+	taken   chan raft.AppendEntriesRequest
+	open    chan struct{}
+	once    sync.Once
+	consume chan<- raft.RPC
+}
+
+// newHoldingLoop registers the loop as pid's consumer on h, with the
+// follower f's heartbeat handler. Its cleanup releases it before its main
+// loop stops.
+func newHoldingLoop(t *testing.T, h *Heartbeats, f *follower, pid uint32) *holdingLoop {
+	l := &holdingLoop{taken: make(chan raft.AppendEntriesRequest, 100), open: make(chan struct{})}
+	l.consume = mainLoop(t, func(rpc raft.RPC) {
+		req := rpc.Command.(*raft.AppendEntriesRequest)
+		l.taken <- *req
+		<-l.open
+		rpc.Respond(consumerAnswer(pid, req), nil)
+	})
+	t.Cleanup(l.release) // runs before mainLoop's cleanup, which waits for the loop
+	t.Cleanup(h.Handle(pid, f.handler(pid), l.consume))
+	return l
+}
+
+func (l *holdingLoop) release() { l.once.Do(func() { close(l.open) }) }
+
+func (l *holdingLoop) waitTaken(t *testing.T) raft.AppendEntriesRequest {
+	t.Helper()
+	select {
+	case req := <-l.taken:
+		return req
+	case <-time.After(waitLimit):
+		t.Fatalf("the main loop was given no request within %v", waitLimit)
+		return raft.AppendEntriesRequest{}
+	}
+}
+
+// newFollower is a follower for handlers registered by hand.
+func newFollower() *follower {
+	return &follower{seen: make(map[uint32][]raft.AppendEntriesRequest), consumed: make(map[uint32][]raft.AppendEntriesRequest)}
+}
+
+func TestHeartbeatsEmptyAppendsGoToConsumer(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	cfg := testHBConfig(func(c *HeartbeatConfig) { c.Linger = 20 * time.Millisecond })
+	a, b := newHBNode(t, cfg), newHBNode(t, cfg)
+	pids := []uint32{0, 1, 2, 7, math.MaxUint32 - 1}
+	followers := map[*hbNode]*follower{a: serveFollower(t, a.hb, nil, pids...), b: serveFollower(t, b.hb, nil, pids...)}
+
+	// requests are the requests of one leader of pid, each with its own term
+	// (so they can be told apart whatever order they arrive in).
+	requests := func(pid uint32) []*raft.AppendEntriesRequest {
+		hdr := leaderHeartbeat(pid, 1).RPCHeader
+		return []*raft.AppendEntriesRequest{
+			leaderHeartbeat(pid, 1),
+			emptyAppend(pid, 2, 100+uint64(pid)%1000),
+			{RPCHeader: hdr, Term: 3, PrevLogEntry: 7, Leader: hdr.Addr},
+			{RPCHeader: hdr, Term: 4, PrevLogTerm: 3, Leader: hdr.Addr},
+			{RPCHeader: hdr, Term: 5, LeaderCommitIndex: 1 << 40},
+			{RPCHeader: hdr, Term: 6, PrevLogEntry: math.MaxUint64, PrevLogTerm: math.MaxUint64 - 1, LeaderCommitIndex: math.MaxUint64 - 2},
+			{Term: 7}, // no leader address: raft gives it to its main loop
+			{RPCHeader: raft.RPCHeader{ID: hdr.ID, Addr: []byte{}}, Term: 8, PrevLogEntry: 1},
+			leaderHeartbeat(pid, 9),
+		}
+	}
+	type call struct {
+		from, to *hbNode
+		pid      uint32
+		req      *raft.AppendEntriesRequest
+		sent     raft.AppendEntriesRequest // a copy: Send must not change req
+		res      <-chan sendResult
+	}
+	var calls []call
+	for _, dir := range [][2]*hbNode{{a, b}, {b, a}} { // both ways at once
+		for _, pid := range pids {
+			for _, req := range requests(pid) {
+				calls = append(calls, call{dir[0], dir[1], pid, req, *req, sendAsync(dir[0].hb, pid, dir[1].addr, req, nil)})
+			}
+		}
+	}
+	for _, c := range calls {
+		r := waitSend(t, c.res, waitLimit)
+		if r.err != nil {
+			t.Fatalf("Send(partition %d, %+v): %v", c.pid, c.sent, r.err)
+		}
+		if want := wantAnswer(c.pid, &c.sent); !reflect.DeepEqual(r.resp, *want) {
+			t.Errorf("partition %d %+v (heartbeat %v) answered\n %+v\nwant %+v", c.pid, c.sent, IsHeartbeat(&c.sent), r.resp, *want)
+		}
+		if !reflect.DeepEqual(*c.req, c.sent) {
+			t.Errorf("Send changed its request: %+v, was %+v", *c.req, c.sent)
+		}
+	}
+
+	// Each path of each follower saw exactly its own requests, field for
+	// field: heartbeats only on the heartbeat handler, the rest only on the
+	// main loop.
+	for node, f := range followers {
+		for _, pid := range pids {
+			var wantHB, wantConsumed []raft.AppendEntriesRequest
+			for _, req := range requests(pid) {
+				// The receiver decodes an empty field as nil.
+				if len(req.Addr) == 0 {
+					req.Addr = nil
+				}
+				if IsHeartbeat(req) {
+					wantHB = append(wantHB, *req)
+				} else {
+					wantConsumed = append(wantConsumed, *req)
+				}
+			}
+			for _, path := range []struct {
+				name      string
+				got, want []raft.AppendEntriesRequest
+			}{
+				{"heartbeat handler", f.requests(pid), wantHB},
+				{"main loop", f.consumedRequests(pid), wantConsumed},
+			} {
+				sortByTerm := func(rs []raft.AppendEntriesRequest) {
+					slices.SortFunc(rs, func(x, y raft.AppendEntriesRequest) int { return cmp.Compare(x.Term, y.Term) })
+				}
+				sortByTerm(path.got)
+				if !reflect.DeepEqual(path.got, path.want) {
+					t.Errorf("node %s partition %d: the %s saw\n %+v\nwant %+v", node.addr, pid, path.name, path.got, path.want)
+				}
+			}
+		}
+	}
+
+	total := uint64(len(calls) / 2)
+	for _, n := range []*hbNode{a, b} {
+		waitFor(t, "Sent to count every request", func() bool { return n.hb.Stats().Sent == total })
+		if s := n.hb.Stats(); s.Answered != total {
+			t.Errorf("node %s stats %+v: answered %d, want %d", n.addr, s, s.Answered, total)
+		}
+	}
+}
+
+func TestHeartbeatsSlowConsumerDelaysNoOther(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 2)
+	slow := newHoldingLoop(t, b.hb, f, 1)
+
+	// Partition 1's main loop takes an append and sits on it; a second one
+	// waits for the loop.
+	first := emptyAppend(1, 3, 10)
+	firstRes := sendAsync(a.hb, 1, b.addr, first, nil)
+	if got := slow.waitTaken(t); !reflect.DeepEqual(got, *first) {
+		t.Fatalf("partition 1's main loop took %+v, want %+v", got, *first)
+	}
+	second := emptyAppend(1, 3, 11)
+	secondRes := sendAsync(a.hb, 1, b.addr, second, nil)
+	waitFor(t, "B to read the second append", func() bool { return countGoroutines("(*Heartbeats).consume") == 2 })
+
+	// Meanwhile partition 2's heartbeats and appends, and partition 1's
+	// heartbeats, are answered, over the same connection.
+	for i := range uint64(3) {
+		for _, c := range []struct {
+			pid uint32
+			req *raft.AppendEntriesRequest
+		}{
+			{2, leaderHeartbeat(2, 10+i)},
+			{2, emptyAppend(2, 10+i, 50+i)},
+			{1, leaderHeartbeat(1, 20+i)},
+		} {
+			r := waitSend(t, sendAsync(a.hb, c.pid, b.addr, c.req, nil), shortWait)
+			if want := wantAnswer(c.pid, c.req); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+				t.Fatalf("partition %d %+v while partition 1's main loop is busy: %+v, %v; want %+v", c.pid, *c.req, r.resp, r.err, *want)
+			}
+		}
+	}
+	for name, ch := range map[string]<-chan sendResult{"first": firstRes, "second": secondRes} {
+		select {
+		case r := <-ch:
+			t.Fatalf("partition 1's %s append returned (%+v, %v) before its main loop answered", name, r.resp, r.err)
+		default:
+		}
+	}
+	// (Sent counts a frame once written, which may be after its answers came.)
+	waitFor(t, "A to count 11 requests sent", func() bool { return a.hb.Stats().Sent == 11 })
+
+	// Then partition 1's loop answers, and its answers arrive too.
+	slow.release()
+	for _, c := range []struct {
+		req *raft.AppendEntriesRequest
+		res <-chan sendResult
+	}{{first, firstRes}, {second, secondRes}} {
+		r := waitSend(t, c.res, waitLimit)
+		if want := consumerAnswer(1, c.req); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+			t.Fatalf("partition 1 %+v: %+v, %v; want %+v", *c.req, r.resp, r.err, *want)
+		}
+	}
+	if got := slow.waitTaken(t); !reflect.DeepEqual(got, *second) {
+		t.Fatalf("partition 1's main loop took %+v second, want %+v", got, *second)
+	}
+	waitFor(t, "B to count its answers", func() bool { return b.hb.Stats().Answered == 11 })
+}
+
+// countGoroutines is the number of goroutines running fn (a substring of
+// their stacks' function names, e.g. "(*Heartbeats).consume").
+func countGoroutines(fn string) int {
+	n := 0
+	for _, g := range heartbeatGoroutines() {
+		if strings.Contains(g, "transport."+fn+"(") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestHeartbeatsConsumerStuck(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	// B gives up on its main loops after half its timeout, so that B's
+	// refusal is what A reports (TestHeartbeatsStuckConsumerKeepsConnection
+	// checks the same with both alike).
+	const timeout = 500 * time.Millisecond
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = 4 * timeout }))
+	b := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout }))
+	f := serveFollower(t, b.hb, nil, 1)
+	never := make(chan raft.RPC) // nobody reads it: the main loop is stuck elsewhere
+	t.Cleanup(b.hb.Handle(7, f.handler(7), never))
+	silent := make(chan raft.RPC, 1) // taken (buffered), never answered
+	t.Cleanup(b.hb.Handle(8, f.handler(8), silent))
+	mustSend(t, a.hb, 1, b.addr, 1) // connected
+
+	r7 := sendAsync(a.hb, 7, b.addr, emptyAppend(7, 2, 2), nil)
+	r8 := sendAsync(a.hb, 8, b.addr, emptyAppend(8, 2, 2), nil)
+
+	// While B waits for the main loops: a check of the goroutine check, which
+	// must see the goroutines waiting for main loops and the answer writer.
+	waitFor(t, "both appends to wait for their main loops", func() bool {
+		return len(silent) == 1 && countGoroutines("(*Heartbeats).consume") == 2 && countGoroutines("(*Heartbeats).respond") == 1
+	})
+	// The partitions' heartbeats, and everyone else, are answered meanwhile.
+	for _, pid := range []uint32{7, 8, 1} {
+		r := waitSend(t, sendAsync(a.hb, pid, b.addr, leaderHeartbeat(pid, 3), nil), timeout/2)
+		if r.err != nil {
+			t.Fatalf("partition %d heartbeat while its main loop is stuck: %v", pid, r.err)
+		}
+	}
+
+	for _, c := range []struct {
+		pid  uint32
+		res  <-chan sendResult
+		want string
+	}{{7, r7, "partition 7 did not take"}, {8, r8, "partition 8 did not answer"}} {
+		r := waitSend(t, c.res, waitLimit)
+		t.Logf("partition %d: Send after %v: %v", c.pid, r.took, r.err)
+		if r.err == nil {
+			t.Fatalf("partition %d: Send succeeded with %+v", c.pid, r.resp)
+		}
+		if !strings.Contains(r.err.Error(), c.want) || !strings.Contains(r.err.Error(), b.addr) {
+			t.Errorf("partition %d: Send: %v; want B's refusal %q, naming %s", c.pid, r.err, c.want, b.addr)
+		}
+		if r.took < timeout/2 || r.took >= 4*timeout {
+			t.Errorf("partition %d: Send failed after %v, want about half B's %v timeout (and before A's %v)", c.pid, r.took, timeout, 4*timeout)
+		}
+		if errors.Is(r.err, ErrHeartbeatsUnsupported) || errors.Is(r.err, ErrClosed) || errors.Is(r.err, ErrBadFrame) {
+			t.Errorf("partition %d: Send: %v: one partition's refusal is none of the channel errors", c.pid, r.err)
+		}
+	}
+	// The refused append was withdrawn: a main loop that reads now gets
+	// nothing. The one taken can still be answered, to nobody.
+	select {
+	case rpc := <-never:
+		t.Fatalf("partition 7's main loop was given %+v after it was refused", rpc.Command)
+	case <-time.After(100 * time.Millisecond):
+	}
+	rpc := <-silent
+	rpc.Respond(consumerAnswer(8, rpc.Command.(*raft.AppendEntriesRequest)), nil)
+	// And the channel still carries everyone's requests.
+	mustSend(t, a.hb, 1, b.addr, 4)
+	mustSendReq(t, a.hb, 1, b.addr, emptyAppend(1, 4, 4))
+	mustSend(t, a.hb, 7, b.addr, 4)
+}
+
+// TestHeartbeatsStuckConsumerKeepsConnection: with both nodes configured
+// alike, a main loop stuck past the timeout must cost only its own
+// partition's request: B refuses it, naming the partition. The sender must
+// not take the missing answer for a stuck connection and drop it, failing
+// the other partitions' requests in flight on it. B refuses after half the
+// timeout, so its refusal arrives first even after the longest linger
+// allowed (under a quarter of the timeout).
+func TestHeartbeatsStuckConsumerKeepsConnection(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const timeout = time.Second
+	cfg := testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout; c.Linger = timeout/4 - time.Millisecond })
+	a, b := newHBNode(t, cfg), newHBNode(t, cfg)
+	g := newGate(t)
+	f := serveFollower(t, b.hb, g, 1)
+	t.Cleanup(b.hb.Handle(7, f.handler(7), make(chan raft.RPC))) // never read
+
+	start := time.Now()
+	r7 := sendAsync(a.hb, 7, b.addr, emptyAppend(7, 2, 2), nil)
+	// Later, an urgent heartbeat of partition 1, which B's handler holds
+	// for a while, far less than the timeout.
+	time.Sleep(start.Add(6 * timeout / 10).Sub(time.Now()))
+	defer a.hb.Urgent(1)()
+	r1 := sendAsync(a.hb, 1, b.addr, leaderHeartbeat(1, 2), nil)
+	if pid := g.waitEntered(t); pid != 1 {
+		t.Fatalf("handler of partition %d entered", pid)
+	}
+	time.Sleep(start.Add(13 * timeout / 10).Sub(time.Now()))
+	g.release()
+
+	r := waitSend(t, r1, waitLimit)
+	t.Logf("partition 1: Send after %v: %v", r.took, r.err)
+	if want := followerAnswer(1, leaderHeartbeat(1, 2)); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+		t.Errorf("partition 1's heartbeat, in flight for %v: %+v, %v; want its answer %+v", r.took, r.resp, r.err, *want)
+	}
+	r = waitSend(t, r7, waitLimit)
+	t.Logf("partition 7: Send after %v: %v", r.took, r.err)
+	if r.err == nil || !strings.Contains(r.err.Error(), "partition 7") {
+		t.Errorf("Send to a stuck main loop: %v, want B's refusal naming partition 7", r.err)
+	}
+}
+
+func TestHeartbeatsUrgentHurriesQueued(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const linger = 5 * time.Second
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Linger = linger; c.Timeout = 5 * linger }))
+	b := newHBNode(t, testHBConfig(nil))
+	serveFollower(t, b.hb, nil, 1, 2)
+
+	// Partition 1's heartbeat and empty append linger...
+	hb, app := leaderHeartbeat(1, 1), emptyAppend(1, 1, 3)
+	hbRes, appRes := sendAsync(a.hb, 1, b.addr, hb, nil), sendAsync(a.hb, 1, b.addr, app, nil)
+	waitFor(t, "partition 1's requests to be queued", func() bool { return queuedCalls(a.hb, b.addr) == 2 })
+
+	// ...an urgent partition with nothing queued hurries nothing...
+	done3 := a.hb.Urgent(3)
+	select {
+	case r := <-hbRes:
+		t.Fatalf("Urgent(3) sent partition 1's heartbeat: %+v, %v", r.resp, r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	done3()
+
+	// ...and Urgent(1) sends them now, not after the linger.
+	start := time.Now()
+	done1 := a.hb.Urgent(1)
+	defer done1()
+	for _, c := range []struct {
+		req *raft.AppendEntriesRequest
+		res <-chan sendResult
+	}{{hb, hbRes}, {app, appRes}} {
+		select {
+		case r := <-c.res:
+			if want := wantAnswer(1, c.req); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+				t.Fatalf("hurried Send %+v: %+v, %v; want %+v", *c.req, r.resp, r.err, *want)
+			}
+		case <-time.After(shortWait - time.Since(start)):
+			t.Fatalf("Send %+v did not return within %v of Urgent(1) (linger %v): the queued request was not hurried", *c.req, shortWait, linger)
+		}
+	}
+	waitFor(t, "Sent to count both requests", func() bool { return a.hb.Stats().Sent >= 2 })
+	if s := a.hb.Stats(); s.Sent != 2 || s.Frames != 1 {
+		t.Fatalf("stats %+v, want both requests in one frame", s)
+	}
+}
+
+func TestHeartbeatsAnswersOutOfOrderAcrossFrames(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 2)
+	slow := newHoldingLoop(t, b.hb, f, 1)
+
+	reqs := []hbRequest{
+		{call: 10, partition: 1, req: *emptyAppend(1, 4, 40)}, // held by partition 1's main loop
+		{call: 11, partition: 2, req: *leaderHeartbeat(2, 4)},
+		{call: 12, partition: 2, req: *emptyAppend(2, 4, 41)},
+		{call: 13, partition: 1, req: *leaderHeartbeat(1, 4)},
+		{call: 14, partition: 99, req: *leaderHeartbeat(99, 4)}, // no replica
+	}
+	want := map[uint64]hbResponse{
+		10: {call: 10, resp: *consumerAnswer(1, &reqs[0].req)},
+		11: {call: 11, resp: *followerAnswer(2, &reqs[1].req)},
+		12: {call: 12, resp: *consumerAnswer(2, &reqs[2].req)},
+		13: {call: 13, resp: *followerAnswer(1, &reqs[3].req)},
+		14: {call: 14, err: "partition 99 has no replica on this node"},
+	}
+	c := rawHeartbeatConn(t, b.addr)
+	if _, err := c.Write(encodeRequests(reqs...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	got := map[uint64]int{} // call id: the frame it came in
+	readAnswers := func(frame int) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+		kind, body, _, err := readFrame(br, nil)
+		if err != nil || kind != frameResponses {
+			t.Fatalf("answer frame %d: kind %d, %v", frame, kind, err)
+		}
+		resps, err := decodeResponses(body, nil)
+		if err != nil {
+			t.Fatalf("answer frame %d: %v", frame, err)
+		}
+		for _, r := range resps {
+			if _, dup := got[r.call]; dup {
+				t.Fatalf("call %d answered twice", r.call)
+			}
+			got[r.call] = frame
+			if w, ok := want[r.call]; !ok || !reflect.DeepEqual(r, w) {
+				t.Fatalf("answer frame %d: %+v, want %+v", frame, r, w)
+			}
+		}
+	}
+	slow.waitTaken(t)
+	for frame := 0; len(got) < 4; frame++ {
+		readAnswers(frame)
+	}
+	if _, ok := got[10]; ok {
+		t.Fatalf("the held append was answered before its main loop answered it")
+	}
+	// Answered together, the heartbeats and the refusal share a frame.
+	if got[11] != got[13] || got[11] != got[14] {
+		t.Errorf("answers ready at once came in frames %v, want one frame", got)
+	}
+	// Nothing more until the main loop answers; then its answer comes alone.
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := br.Peek(1); !isTimeout(err) {
+		t.Fatalf("read before partition 1 answered: %v, want a timeout", err)
+	}
+	slow.release()
+	last := len(got) + 100
+	readAnswers(last)
+	if got[10] != last || len(got) != 5 {
+		t.Fatalf("answers by frame %v, want call 10 in the last", got)
+	}
+	waitFor(t, "B to count its answers", func() bool { return b.hb.Stats().Answered == 5 })
+}
+
+func TestHeartbeatsCloseWithAppendsPending(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 1)
+	held := newHoldingLoop(t, b.hb, f, 2)
+	never := make(chan raft.RPC)
+	t.Cleanup(b.hb.Handle(3, f.handler(3), never))
+
+	r2 := sendAsync(a.hb, 2, b.addr, emptyAppend(2, 1, 1), nil)
+	r3 := sendAsync(a.hb, 3, b.addr, emptyAppend(3, 1, 1), nil)
+	held.waitTaken(t)
+	waitFor(t, "both appends to reach B", func() bool { return countGoroutines("(*Heartbeats).consume") == 2 })
+
+	// B shuts down while its main loops hold the appends: Close does not
+	// wait for them (nor for the timeout), and A's Sends fail.
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- b.hb.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(shortWait):
+		t.Fatalf("Close did not return within %v with appends waiting for main loops", shortWait)
+	}
+	t.Logf("B closed in %v", time.Since(start))
+	for pid, ch := range map[uint32]<-chan sendResult{2: r2, 3: r3} {
+		r := waitSend(t, ch, shortWait)
+		t.Logf("partition %d: %v", pid, r.err)
+		if r.err == nil {
+			t.Fatalf("partition %d: Send succeeded with %+v after the peer closed", pid, r.resp)
+		}
+		if errors.Is(r.err, ErrClosed) || errors.Is(r.err, ErrHeartbeatsUnsupported) {
+			t.Fatalf("partition %d: Send: %v; the peer went away, this node's channel did not close", pid, r.err)
+		}
+	}
+	// The held append's late answer goes nowhere.
+	held.release()
+	waitFor(t, "B's goroutines to end", func() bool { return countGoroutines("(*Heartbeats).consume") == 0 })
+}
