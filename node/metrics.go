@@ -61,13 +61,13 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		Name: "ringkv_snapshot_sent_bytes_total", Help: "Bytes of Raft snapshots read on this node to be sent to followers that are too far behind (new replicas).",
 	}, func() float64 { return float64(n.snapshotBytes.Load()) })
 	hbSent := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "ringkv_raft_coalesced_sent_total", Help: "Raft heartbeats and empty appends this node sent over the shared heartbeat channel (many partitions per frame).",
+		Name: "ringkv_raft_coalesced_sent_total", Help: "Raft heartbeats and small appends this node sent over the shared heartbeat channel (many partitions per frame).",
 	}, func() float64 { return float64(n.heartbeats.Stats().Sent) })
 	hbFrames := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ringkv_raft_coalesced_frames_total", Help: "Frames that carried them: sent / frames is the mean number of partitions sharing one write.",
 	}, func() float64 { return float64(n.heartbeats.Stats().Frames) })
 	hbAnswered := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "ringkv_raft_coalesced_answered_total", Help: "Raft heartbeats and empty appends of peers this node answered over the heartbeat channel.",
+		Name: "ringkv_raft_coalesced_answered_total", Help: "Raft heartbeats and small appends of peers this node answered over the heartbeat channel.",
 	}, func() float64 { return float64(n.heartbeats.Stats().Answered) })
 	reg.MustRegister(m.requests, m.latency, m.forwarded, m, sent, snap, hbSent, hbFrames, hbAnswered,
 		m.underReplicated, m.moving, m.movesStarted, m.movesFinished, m.movesFailed,

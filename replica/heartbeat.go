@@ -9,7 +9,7 @@ import (
 	"github.com/ringkv/ringkv/transport"
 )
 
-// Heartbeater carries the Raft heartbeats and empty appends of all of a
+// Heartbeater carries the Raft heartbeats and small appends of all of a
 // node's partitions to each peer in shared frames (transport.Heartbeats).
 // See DESIGN.md, "Coalesced heartbeats".
 type Heartbeater interface {
@@ -18,16 +18,16 @@ type Heartbeater interface {
 	Handle(partition uint32, heartbeat func(raft.RPC), consume chan<- raft.RPC) (remove func())
 	// Urgent makes the partition's heartbeats skip the linger until done.
 	Urgent(partition uint32) (done func())
-	// Send delivers one append without entries and waits for its answer or
-	// cancel.
+	// Send delivers one small append and waits for its answer or cancel.
 	Send(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, cancel <-chan struct{}) error
 }
 
-// coalescingTransport is the partition's NetworkTransport with appends that
-// carry no entries (heartbeats, and the empty appends that tell followers
-// the commit index) sent and received through the node's Heartbeater.
-// Appends with entries, votes, snapshots and TimeoutNow, and everything to a
-// peer of an older version, still go through the NetworkTransport. Raft reads
+// coalescingTransport is the partition's NetworkTransport with small appends
+// (heartbeats, the empty appends that tell followers the commit index, and
+// those of steady-state writes: transport.Carried) sent and received
+// through the node's Heartbeater. Large appends, votes, snapshots and
+// TimeoutNow, and everything to a peer of an older version, still go
+// through the NetworkTransport. Raft reads
 // one consumer channel, fed by both.
 type coalescingTransport struct {
 	*raft.NetworkTransport
@@ -96,8 +96,8 @@ func (t *coalescingTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
 	}
 }
 
-// AppendEntries sends appends without entries through the Heartbeater and
-// the others through the NetworkTransport.
+// AppendEntries sends small appends through the Heartbeater and the others
+// through the NetworkTransport.
 func (t *coalescingTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if !transport.Carried(args) {
 		return t.NetworkTransport.AppendEntries(id, target, args, resp)

@@ -8,11 +8,11 @@
 // cluster and the partition; the acceptor answers one status byte. See
 // DESIGN.md for the wire format.
 //
-// Heartbeats carries what every group sends most often, the appends without
-// entries (heartbeats, and the empty appends that tell followers the commit
-// index), for all partitions at once: one connection per peer, many
-// requests per frame. With hundreds of partitions this was most of an idle
-// cluster's CPU as one RPC each.
+// Heartbeats carries what every group sends most often, its small appends
+// (heartbeats, the empty appends that tell followers the commit index, and
+// the appends of steady-state writes), for all partitions at once: one
+// connection per peer, many requests per frame. With hundreds of partitions
+// this was most of an idle cluster's CPU as one RPC each.
 //
 // # Guarantee
 //

@@ -25,9 +25,11 @@ var ErrHeartbeatsUnsupported = errors.New("transport: peer has no heartbeat chan
 
 // HeartbeatConfig configures Heartbeats.
 type HeartbeatConfig struct {
-	// Linger is how long a heartbeat may wait for others to the same node, so
-	// that one frame and one system call carry them all. Heartbeats marked
-	// urgent (see Heartbeats.Urgent) never wait. Zero sends at once.
+	// Linger is how long a heartbeat or empty append may wait for others to
+	// the same node, so that one frame and one system call carry them all.
+	// Appends with entries and heartbeats marked urgent (see
+	// Heartbeats.Urgent) never wait; they still share a frame with whatever
+	// is queued. Zero sends at once. It must stay under a quarter of Timeout.
 	Linger time.Duration
 	// Timeout bounds one heartbeat: connecting, writing and the answer.
 	Timeout time.Duration
@@ -53,17 +55,18 @@ const (
 
 // HeartbeatStats counts the channel's traffic since the start.
 type HeartbeatStats struct {
-	Sent     uint64 // requests (heartbeats and empty appends) sent
+	Sent     uint64 // requests (heartbeats and small appends) sent
 	Frames   uint64 // frames they were sent in
 	Answered uint64 // requests of peers answered here
 }
 
 // Heartbeats carries the Raft heartbeats of every partition between two
-// nodes over one connection, many to a frame, and with them the empty
-// appends an idle leader sends to tell followers its commit index. With
-// hundreds of partitions a node pair exchanges thousands of these a second,
-// and one RPC each (a msgpack frame, two system calls and two goroutine
-// wake-ups on each side) was most of an idle cluster's CPU.
+// nodes over one connection, many to a frame, and with them the other small
+// appends: the empty ones an idle leader sends to tell followers its commit
+// index, and those of steady-state writes. With hundreds of partitions a
+// node pair exchanges thousands of these a second, and one RPC each (a
+// msgpack frame, two system calls and two goroutine wake-ups on each side)
+// was most of an idle cluster's CPU.
 //
 // Send is called by each partition's Raft transport for the requests Carried
 // accepts. The peer's Heartbeats hands a heartbeat to the handler its
@@ -188,7 +191,7 @@ func (h *Heartbeats) Urgent(partition uint32) (done func()) {
 // ErrClosed as soon as cancel is closed (the sending replica shuts down).
 func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, cancel <-chan struct{}) error {
 	if !Carried(req) {
-		return errors.New("transport: Heartbeats.Send given an AppendEntries with entries or without a term")
+		return errors.New("transport: Heartbeats.Send given an AppendEntries without a term or with entries over the channel's limits (see Carried)")
 	}
 	if len(req.ID) > maxFieldLen || len(req.Addr) > maxFieldLen || len(req.Leader) > maxFieldLen {
 		return fmt.Errorf("%w: server id or address over %d bytes", ErrHeartbeatsUnsupported, maxFieldLen)
@@ -205,7 +208,8 @@ func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntr
 		}
 		h.nextCall++
 		c.req.call = h.nextCall
-		c.urgent = h.urgent[partition] > 0
+		// Entries are writes a client waits for: they never linger.
+		c.urgent = h.urgent[partition] > 0 || len(req.Entries) > 0
 		p := h.peers[address]
 		if p == nil {
 			p = newHBPeer(h, address)
@@ -581,7 +585,11 @@ func (p *hbPeer) write() {
 			return
 		}
 		p.mu.Lock()
-		n := min(len(p.queue), maxBatchItems)
+		n, size := 0, 0
+		for n < len(p.queue) && n < maxBatchItems && size < frameTarget {
+			size += requestSize(&p.queue[n].req)
+			n++
+		}
 		batch := make([]*hbCall, n)
 		copy(batch, p.queue)
 		p.queue = append(p.queue[:0], p.queue[n:]...)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -19,8 +20,11 @@ import (
 //
 // A request item is: uvarint call id, uvarint partition, uvarint protocol
 // version, bytes ID, bytes Addr, uvarint term, uvarint previous log index,
-// uvarint previous log term, uvarint leader commit index, bytes Leader
-// (every field of an AppendEntriesRequest without entries). A response item
+// uvarint previous log term, uvarint leader commit index, bytes Leader,
+// uvarint entry count, then per entry uvarint index, uvarint term, type
+// byte, data (bytes), extensions (bytes), appended-at: a byte 0 (zero time)
+// or 1 and a varint of Unix nanoseconds (every field of a raft
+// AppendEntriesRequest and raft.Log). A response item
 // is: uvarint call id, one status byte; then for statusItemOK uvarint
 // protocol version, bytes ID, bytes Addr, uvarint term, uvarint last log and
 // a flags byte (bit 0 Success, bit 1 NoRetryBackoff); for statusItemError
@@ -32,14 +36,22 @@ const (
 	statusItemOK    byte = 0
 	statusItemError byte = 1
 
-	// maxFrameLen bounds one frame. A full batch of items whose fields are
-	// all at their limit stays below it.
+	// maxFrameLen bounds one frame. Senders cut batches at frameTarget, so
+	// a frame holds at most that plus one item.
 	maxFrameLen = 4 << 20
-	// maxBatchItems bounds the heartbeats in one frame.
+	// frameTarget is the size at which a sender stops adding items to a frame.
+	frameTarget = 512 << 10
+	// maxBatchItems bounds the items in one frame.
 	maxBatchItems = 1024
-	// maxFieldLen bounds every variable-length field (server ids, addresses,
-	// error messages).
+	// maxFieldLen bounds the small variable-length fields (server ids,
+	// addresses, error messages).
 	maxFieldLen = 1024
+	// MaxCarriedEntryBytes bounds the entries of an append the channel
+	// carries (data and extensions summed); larger appends, such as a
+	// follower's catch-up, keep a connection of their own.
+	MaxCarriedEntryBytes = 64 << 10
+	// maxCarriedEntries bounds the entries of an append the channel carries.
+	maxCarriedEntries = 1024
 )
 
 // ErrBadFrame means a peer sent a heartbeat frame this node cannot decode:
@@ -47,11 +59,25 @@ const (
 var ErrBadFrame = errors.New("transport: malformed heartbeat frame")
 
 // Carried reports whether the heartbeat channel carries req: an
-// AppendEntries without entries (a heartbeat, or an empty append that tells
-// a follower the commit index or probes its log). Every field of such a
-// request is encoded.
+// AppendEntries whose entries are few and small (at most 1024, and at most
+// MaxCarriedEntryBytes of data and extensions): heartbeats, the empty
+// appends that tell a follower the commit index, and the appends of
+// steady-state writes. Every field of such a request is encoded.
 func Carried(req *raft.AppendEntriesRequest) bool {
-	return req.Term != 0 && len(req.Entries) == 0
+	if req.Term == 0 || len(req.Entries) > maxCarriedEntries {
+		return false
+	}
+	size := 0
+	for _, e := range req.Entries {
+		if e == nil {
+			return false
+		}
+		size += len(e.Data) + len(e.Extensions)
+		if size > MaxCarriedEntryBytes {
+			return false
+		}
+	}
+	return true
 }
 
 // IsHeartbeat reports whether req is a Raft heartbeat: an AppendEntries that
@@ -105,7 +131,31 @@ func appendRequest(b []byte, r *hbRequest) []byte {
 	b = binary.AppendUvarint(b, r.req.PrevLogEntry)
 	b = binary.AppendUvarint(b, r.req.PrevLogTerm)
 	b = binary.AppendUvarint(b, r.req.LeaderCommitIndex)
-	return appendBytes(b, r.req.Leader)
+	b = appendBytes(b, r.req.Leader)
+	b = binary.AppendUvarint(b, uint64(len(r.req.Entries)))
+	for _, e := range r.req.Entries {
+		b = binary.AppendUvarint(b, e.Index)
+		b = binary.AppendUvarint(b, e.Term)
+		b = append(b, byte(e.Type))
+		b = appendBytes(b, e.Data)
+		b = appendBytes(b, e.Extensions)
+		if e.AppendedAt.IsZero() {
+			b = append(b, 0)
+		} else {
+			b = append(b, 1)
+			b = binary.AppendVarint(b, e.AppendedAt.UnixNano())
+		}
+	}
+	return b
+}
+
+// requestSize is about the encoded size of r, for cutting batches.
+func requestSize(r *hbRequest) int {
+	n := 64 + len(r.req.ID) + len(r.req.Addr) + len(r.req.Leader)
+	for _, e := range r.req.Entries {
+		n += 40 + len(e.Data) + len(e.Extensions)
+	}
+	return n
 }
 
 func appendResponse(b []byte, r *hbResponse) []byte {
@@ -202,14 +252,17 @@ func (d *decoder) byte(what string) byte {
 	return v
 }
 
-// bytes returns a copy: the frame buffer is reused for the next frame.
-func (d *decoder) bytes(what string) []byte {
+// bytes returns a copy of a field of at most maxFieldLen bytes: the frame
+// buffer is reused for the next frame.
+func (d *decoder) bytes(what string) []byte { return d.bytesUpTo(what, maxFieldLen) }
+
+func (d *decoder) bytesUpTo(what string, limit uint64) []byte {
 	n := d.uvarint(what + " length")
 	if d.err != nil {
 		return nil
 	}
-	if n > maxFieldLen || n > uint64(len(d.b)) {
-		d.fail(fmt.Sprintf("%s of %d bytes (limit %d, %d left in frame)", what, n, maxFieldLen, len(d.b)))
+	if n > limit || n > uint64(len(d.b)) {
+		d.fail(fmt.Sprintf("%s of %d bytes (limit %d, %d left in frame)", what, n, limit, len(d.b)))
 		return nil
 	}
 	if n == 0 {
@@ -256,9 +309,61 @@ func decodeRequests(body []byte, out []hbRequest) ([]hbRequest, error) {
 		r.req.PrevLogTerm = d.uvarint("previous log term")
 		r.req.LeaderCommitIndex = d.uvarint("leader commit index")
 		r.req.Leader = d.bytes("leader")
+		r.req.Entries = d.entries()
 		out = append(out, r)
 	}
 	return out, d.finish()
+}
+
+// entries decodes an append's entries, within the limits Carried applies.
+func (d *decoder) entries() []*raft.Log {
+	n := d.uvarint("entry count")
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	if n > maxCarriedEntries {
+		d.fail(fmt.Sprintf("%d entries (limit %d)", n, maxCarriedEntries))
+		return nil
+	}
+	out := make([]*raft.Log, 0, n)
+	size := 0
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		e := &raft.Log{}
+		e.Index = d.uvarint("entry index")
+		e.Term = d.uvarint("entry term")
+		e.Type = raft.LogType(d.byte("entry type"))
+		e.Data = d.bytesUpTo("entry data", MaxCarriedEntryBytes)
+		e.Extensions = d.bytesUpTo("entry extensions", MaxCarriedEntryBytes)
+		if size += len(e.Data) + len(e.Extensions); size > MaxCarriedEntryBytes {
+			d.fail(fmt.Sprintf("entries of %d bytes (limit %d)", size, MaxCarriedEntryBytes))
+		}
+		switch d.byte("entry time flag") {
+		case 0:
+		case 1:
+			e.AppendedAt = time.Unix(0, d.varint("entry time"))
+		default:
+			d.fail("unknown entry time flag")
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (d *decoder) varint(what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("truncated or overlong " + what)
+		return 0
+	}
+	if n > 1 && d.b[n-1] == 0 {
+		d.fail("non-minimal " + what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
 }
 
 func decodeResponses(body []byte, out []hbResponse) ([]hbResponse, error) {

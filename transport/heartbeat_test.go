@@ -2,9 +2,12 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math"
 	"net"
@@ -303,8 +306,9 @@ func mainLoop(t *testing.T, serve func(raft.RPC)) chan<- raft.RPC {
 
 // consumerAnswer is what the test main loops answer to req. Its version,
 // ID, address and term differ from followerAnswer's, and it depends on the
-// partition and every carried request field, so an answer from the wrong
-// path, of the wrong partition or to a garbled request shows.
+// partition and every carried request field (the entries' too), so an
+// answer from the wrong path, of the wrong partition or to a garbled
+// request shows.
 func consumerAnswer(pid uint32, req *raft.AppendEntriesRequest) *raft.AppendEntriesResponse {
 	return &raft.AppendEntriesResponse{
 		RPCHeader: raft.RPCHeader{
@@ -313,10 +317,36 @@ func consumerAnswer(pid uint32, req *raft.AppendEntriesRequest) *raft.AppendEntr
 			Addr:            fmt.Appendf(nil, "10.3.3.3:%d", req.PrevLogTerm%65536),
 		},
 		Term:           req.Term + 2,
-		LastLog:        req.PrevLogEntry*3 + req.PrevLogTerm*5 + req.LeaderCommitIndex*7 + uint64(pid),
+		LastLog:        req.PrevLogEntry*3 + req.PrevLogTerm*5 + req.LeaderCommitIndex*7 + uint64(pid) + entriesDigest(req.Entries),
 		Success:        req.PrevLogEntry%2 == 0,
 		NoRetryBackoff: req.LeaderCommitIndex%2 == 1,
 	}
+}
+
+// entriesDigest hashes every field of entries (the appended-at time as the
+// instant it is), or is 0 for none.
+func entriesDigest(entries []*raft.Log) uint64 {
+	if len(entries) == 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	var b []byte
+	for _, e := range entries {
+		b = binary.AppendUvarint(b[:0], e.Index)
+		b = binary.AppendUvarint(b, e.Term)
+		b = append(b, byte(e.Type))
+		b = binary.AppendUvarint(b, uint64(len(e.Data)))
+		b = append(b, e.Data...)
+		b = binary.AppendUvarint(b, uint64(len(e.Extensions)))
+		b = append(b, e.Extensions...)
+		if e.AppendedAt.IsZero() {
+			b = append(b, 0)
+		} else {
+			b = binary.AppendVarint(append(b, 1), e.AppendedAt.UnixNano())
+		}
+		_, _ = h.Write(b)
+	}
+	return h.Sum64()
 }
 
 // wantAnswer is the answer a follower gives req, by the path it must take.
@@ -387,10 +417,10 @@ func mustSendReq(t *testing.T, h *Heartbeats, pid uint32, addr string, req *raft
 	t.Helper()
 	r := waitSend(t, sendAsync(h, pid, addr, req, nil), waitLimit)
 	if r.err != nil {
-		t.Fatalf("Send(partition %d, %+v): %v", pid, *req, r.err)
+		t.Fatalf("Send(partition %d, %s): %v", pid, describeRequest(*req), r.err)
 	}
 	if want := wantAnswer(pid, req); !reflect.DeepEqual(r.resp, *want) {
-		t.Fatalf("Send(partition %d, %+v) answered\n %+v\nwant %+v", pid, *req, r.resp, *want)
+		t.Fatalf("Send(partition %d, %s) answered\n %+v\nwant %+v", pid, describeRequest(*req), r.resp, *want)
 	}
 }
 
@@ -895,24 +925,43 @@ func TestHeartbeatsSendRejects(t *testing.T) {
 	b := newHBNode(t, testHBConfig(nil))
 	f := serveFollower(t, b.hb, nil, 1)
 	over := []byte(strings.Repeat("x", 2000))
+	half := MaxCarriedEntryBytes / 2
 
 	tests := []struct {
 		name        string
 		mutate      func(*raft.AppendEntriesRequest)
 		unsupported bool // the error wraps ErrHeartbeatsUnsupported: the caller sends it the old way
 	}{
-		{"entries", func(r *raft.AppendEntriesRequest) { r.Entries = []*raft.Log{{Index: 1, Term: 1}} }, false},
-		{"entries of an empty append", func(r *raft.AppendEntriesRequest) {
+		{"1025 entries", func(r *raft.AppendEntriesRequest) { r.Entries = sizedEntries(maxCarriedEntries+1, 0) }, false},
+		{"1025 entries of an empty append", func(r *raft.AppendEntriesRequest) {
 			*r = *emptyAppend(1, 3, 5)
-			r.Entries = []*raft.Log{{Index: 6, Term: 3, Data: []byte("x")}}
+			r.Entries = sizedEntries(maxCarriedEntries+1, 1)
 		}, false},
+		{"entry data one byte over", func(r *raft.AppendEntriesRequest) {
+			r.Entries = []*raft.Log{{Index: 1, Term: 1, Data: make([]byte, MaxCarriedEntryBytes+1)}}
+		}, false},
+		{"entry extensions one byte over", func(r *raft.AppendEntriesRequest) {
+			r.Entries = []*raft.Log{{Index: 1, Term: 1, Extensions: make([]byte, MaxCarriedEntryBytes+1)}}
+		}, false},
+		{"data and extensions one byte over", func(r *raft.AppendEntriesRequest) {
+			r.Entries = []*raft.Log{{Index: 1, Term: 1, Data: make([]byte, half), Extensions: make([]byte, MaxCarriedEntryBytes-half+1)}}
+		}, false},
+		{"entries one byte over", func(r *raft.AppendEntriesRequest) { r.Entries = sizedEntries(10, MaxCarriedEntryBytes+1) }, false},
+		{"a catch-up: 1 MiB in 1024 entries", func(r *raft.AppendEntriesRequest) { r.Entries = sizedEntries(maxCarriedEntries, 1<<20) }, false},
+		{"nil entry", func(r *raft.AppendEntriesRequest) { r.Entries = []*raft.Log{nil} }, false},
+		{"nil entry after others", func(r *raft.AppendEntriesRequest) { r.Entries = append(sizedEntries(2, 10), nil) }, false},
 		{"term zero", func(r *raft.AppendEntriesRequest) { r.Term = 0 }, false},
 		{"term zero empty append", func(r *raft.AppendEntriesRequest) { *r = *emptyAppend(1, 3, 5); r.Term = 0 }, false},
+		{"term zero with entries", func(r *raft.AppendEntriesRequest) { r.Term = 0; r.Entries = sizedEntries(1, 1) }, false},
 		{"2000-byte ID", func(r *raft.AppendEntriesRequest) { r.ID = over }, true},
 		{"2000-byte Addr", func(r *raft.AppendEntriesRequest) { r.Addr = over }, true},
 		{"2000-byte Leader", func(r *raft.AppendEntriesRequest) { r.Leader = over }, true},
 		{"ID one byte over the field limit", func(r *raft.AppendEntriesRequest) { r.ID = over[:maxFieldLen+1] }, true},
 		{"2000-byte ID of an empty append", func(r *raft.AppendEntriesRequest) { *r = *emptyAppend(1, 3, 5); r.ID = over }, true},
+		{"2000-byte ID of an append with entries", func(r *raft.AppendEntriesRequest) {
+			*r = *emptyAppend(1, 3, 5)
+			r.ID, r.Entries = over, sizedEntries(1, 1)
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -925,10 +974,10 @@ func TestHeartbeatsSendRejects(t *testing.T) {
 			select {
 			case err = <-done:
 			case <-time.After(waitLimit):
-				t.Fatalf("Send(%+v) did not return within %v", req, waitLimit)
+				t.Fatalf("Send(%s) did not return within %v", describeRequest(*req), waitLimit)
 			}
 			if err == nil {
-				t.Fatalf("Send(%+v) succeeded", req)
+				t.Fatalf("Send(%s) succeeded", describeRequest(*req))
 			}
 			if got := errors.Is(err, ErrHeartbeatsUnsupported); got != tt.unsupported {
 				t.Fatalf("Send: %v; errors.Is(err, ErrHeartbeatsUnsupported) = %v, want %v", err, got, tt.unsupported)
@@ -941,16 +990,28 @@ func TestHeartbeatsSendRejects(t *testing.T) {
 			}
 		})
 	}
-	if s := a.hb.Stats(); s.Sent != 0 {
+	// Nothing was sent, or even queued: no peer was made for them.
+	if s := a.hb.Stats(); s != (HeartbeatStats{}) {
 		t.Fatalf("stats %+v: refused requests were sent", s)
+	}
+	a.hb.mu.Lock()
+	peers := len(a.hb.peers)
+	a.hb.mu.Unlock()
+	if peers != 0 {
+		t.Fatalf("refused requests made %d peers", peers)
 	}
 	if n := len(f.requests(1)) + len(f.consumedRequests(1)); n != 0 {
 		t.Fatalf("the follower was given %d refused requests", n)
 	}
 
-	// What Send accepts: every append without entries with a term, whatever
-	// else it carries, with fields up to the limit.
+	// What Send accepts: every append with a term and entries within the
+	// limits, whatever else it carries, with fields up to the limit.
 	at := []byte(strings.Repeat("y", maxFieldLen))
+	withEntries := func(term uint64, entries []*raft.Log) *raft.AppendEntriesRequest {
+		r := emptyAppend(1, term, 100)
+		r.Entries = entries
+		return r
+	}
 	accepted := []*raft.AppendEntriesRequest{
 		leaderHeartbeat(1, 1),
 		emptyAppend(1, 1, 1),
@@ -960,6 +1021,11 @@ func TestHeartbeatsSendRejects(t *testing.T) {
 		{Term: 4, LeaderCommitIndex: 1<<64 - 1},
 		{RPCHeader: raft.RPCHeader{ID: at, Addr: at}, Term: 5, Leader: at, PrevLogTerm: 4},
 		{RPCHeader: raft.RPCHeader{ID: at, Addr: at}, Term: 6, Leader: at},
+		withEntries(7, []*raft.Log{{Index: 101, Term: 7, Data: []byte("put k v"), AppendedAt: time.Now()}}),
+		withEntries(8, sizedEntries(maxCarriedEntries, 0)),
+		withEntries(9, sizedEntries(maxCarriedEntries, MaxCarriedEntryBytes)),
+		withEntries(10, []*raft.Log{{Index: 101, Data: make([]byte, half), Extensions: make([]byte, MaxCarriedEntryBytes-half)}}),
+		{RPCHeader: raft.RPCHeader{ID: at, Addr: at}, Term: 11, Leader: at, Entries: sizedEntries(3, MaxCarriedEntryBytes)},
 	}
 	for _, req := range accepted {
 		mustSendReq(t, a.hb, 1, b.addr, req)
@@ -1679,4 +1745,418 @@ func TestHeartbeatsCloseWithAppendsPending(t *testing.T) {
 	// The held append's late answer goes nowhere.
 	held.release()
 	waitFor(t, "B's goroutines to end", func() bool { return countGoroutines("(*Heartbeats).consume") == 0 })
+}
+
+// writeAppend is the append a leader of pid sends for a write in term: one
+// command entry, stamped with the time it was appended.
+func writeAppend(pid uint32, term uint64, data []byte) *raft.AppendEntriesRequest {
+	r := emptyAppend(pid, term, 10*term)
+	r.Entries = []*raft.Log{{Index: 10*term + 1, Term: term, Type: raft.LogCommand, Data: data, AppendedAt: time.Now()}}
+	return r
+}
+
+// checkConsumed checks that the main loop of pid saw exactly want (in any
+// order; the terms tell them apart), every field of every entry intact, and
+// its heartbeat handler none of them.
+func checkConsumed(t *testing.T, f *follower, pid uint32, want []*raft.AppendEntriesRequest) {
+	t.Helper()
+	got := f.consumedRequests(pid)
+	slices.SortFunc(got, func(x, y raft.AppendEntriesRequest) int { return cmp.Compare(x.Term, y.Term) })
+	want = slices.Clone(want)
+	slices.SortFunc(want, func(x, y *raft.AppendEntriesRequest) int { return cmp.Compare(x.Term, y.Term) })
+	if len(got) != len(want) {
+		t.Errorf("partition %d: the main loop saw %d requests, want %d", pid, len(got), len(want))
+		return
+	}
+	for i := range got {
+		if d := requestDiff(got[i], *want[i]); d != "" {
+			t.Errorf("partition %d: the main loop saw a request other than sent: %s", pid, d)
+		}
+	}
+	for _, r := range f.requests(pid) {
+		if len(r.Entries) > 0 {
+			t.Errorf("partition %d: the heartbeat handler was given an append with entries: %s", pid, describeRequest(r))
+		}
+	}
+}
+
+// TestHeartbeatsEntriesGoToConsumer: appends with entries, as a leader sends
+// them for steady-state writes, reach their partition's main loop, never the
+// heartbeat fast path, with every field of every entry intact (the data
+// bytes, the extensions, the type, the appended-at instant), and the main
+// loop's answer comes back; both ways at once, among heartbeats and empty
+// appends of the same partitions.
+func TestHeartbeatsEntriesGoToConsumer(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	cfg := testHBConfig(func(c *HeartbeatConfig) { c.Linger = 20 * time.Millisecond })
+	a, b := newHBNode(t, cfg), newHBNode(t, cfg)
+	pids := []uint32{0, 3, 1000, math.MaxUint32 - 1}
+	followers := map[*hbNode]*follower{a: serveFollower(t, a.hb, nil, pids...), b: serveFollower(t, b.hb, nil, pids...)}
+	now := time.Now() // with nanoseconds and a monotonic reading
+
+	// requests are those of one leader of pid, each with its own term.
+	requests := func(pid uint32) []*raft.AppendEntriesRequest {
+		data := func(n int) []byte {
+			if n == 0 {
+				return nil // the receiver decodes an empty field as nil
+			}
+			d := make([]byte, n)
+			for i := range d {
+				d[i] = byte(i*7 + int(pid))
+			}
+			return d
+		}
+		app := func(term uint64, entries ...*raft.Log) *raft.AppendEntriesRequest {
+			r := emptyAppend(pid, term, 10*term)
+			r.Entries = entries
+			return r
+		}
+		var many []*raft.Log
+		for i := range maxCarriedEntries {
+			many = append(many, &raft.Log{Index: 61 + uint64(i), Term: 6, Type: raft.LogType(i % 7), Data: data(i % 64), AppendedAt: now.Add(time.Duration(i))})
+		}
+		hbShaped := leaderHeartbeat(pid, 7)
+		hbShaped.Entries = []*raft.Log{{Index: 1, Term: 7, Data: []byte("a heartbeat's fields and an entry")}}
+		return []*raft.AppendEntriesRequest{
+			leaderHeartbeat(pid, 1),
+			// A write, as raft's leader sends it.
+			app(2, &raft.Log{Index: 21, Term: 2, Type: raft.LogCommand, Data: fmt.Appendf(nil, "put k%d v", pid), AppendedAt: now}),
+			// Every field set, every byte value, a time in another zone.
+			app(3, &raft.Log{Index: 1<<40 + 1, Term: 3, Type: raft.LogConfiguration, Data: data(256), Extensions: []byte("ext"),
+				AppendedAt: time.Unix(1_700_000_000, 987_654_321).In(time.FixedZone("UTC+5:30", 19800))}),
+			// A new leader's no-op: no data, no time.
+			app(4, &raft.Log{Index: 41, Term: 4, Type: raft.LogNoop}),
+			// Several entries, at the byte limit.
+			app(5, &raft.Log{Index: 51, Term: 5, Data: data(MaxCarriedEntryBytes / 2)},
+				&raft.Log{Index: 52, Term: 5, Type: raft.LogBarrier},
+				&raft.Log{Index: 53, Term: 5, Extensions: data(MaxCarriedEntryBytes / 2), AppendedAt: time.Unix(-1, 1)}),
+			// At the entry limit.
+			app(6, many...),
+			hbShaped,
+			emptyAppend(pid, 8, 80),
+			{Term: 9, Entries: []*raft.Log{{Index: 91, Term: 9, Data: []byte("no leader address")}}},
+		}
+	}
+	type call struct {
+		from, to *hbNode
+		pid      uint32
+		req      *raft.AppendEntriesRequest
+		sent     raft.AppendEntriesRequest // a deep copy: Send must not change req
+		res      <-chan sendResult
+	}
+	var calls []call
+	for _, dir := range [][2]*hbNode{{a, b}, {b, a}} { // both ways at once
+		for _, pid := range pids {
+			for _, req := range requests(pid) {
+				calls = append(calls, call{dir[0], dir[1], pid, req, cloneRequest(*req), sendAsync(dir[0].hb, pid, dir[1].addr, req, nil)})
+			}
+		}
+	}
+	for _, c := range calls {
+		r := waitSend(t, c.res, waitLimit)
+		if r.err != nil {
+			t.Fatalf("Send(partition %d, %s): %v", c.pid, describeRequest(c.sent), r.err)
+		}
+		if want := wantAnswer(c.pid, &c.sent); !reflect.DeepEqual(r.resp, *want) {
+			t.Errorf("partition %d %s (heartbeat %v) answered\n %+v\nwant %+v", c.pid, describeRequest(c.sent), IsHeartbeat(&c.sent), r.resp, *want)
+		}
+		if !reflect.DeepEqual(*c.req, c.sent) {
+			t.Errorf("Send changed its request: %s, was %s", describeRequest(*c.req), describeRequest(c.sent))
+		}
+	}
+
+	for node, f := range followers {
+		for _, pid := range pids {
+			var wantHB, wantConsumed []*raft.AppendEntriesRequest
+			for _, req := range requests(pid) {
+				if IsHeartbeat(req) {
+					wantHB = append(wantHB, req)
+				} else {
+					wantConsumed = append(wantConsumed, req)
+				}
+			}
+			checkConsumed(t, f, pid, wantConsumed)
+			if got := f.requests(pid); len(got) != len(wantHB) {
+				t.Errorf("node %s partition %d: the heartbeat handler saw %d requests, want %d", node.addr, pid, len(got), len(wantHB))
+			}
+		}
+	}
+	total := uint64(len(calls) / 2)
+	for _, n := range []*hbNode{a, b} {
+		waitFor(t, "Sent to count every request", func() bool { return n.hb.Stats().Sent == total })
+		if s := n.hb.Stats(); s.Answered != total {
+			t.Errorf("node %s stats %+v: answered %d, want %d", n.addr, s, s.Answered, total)
+		}
+	}
+}
+
+// TestHeartbeatsEntriesSkipLinger: an append with entries is a write a
+// client waits for; it never lingers, and takes the requests lingering
+// before it along. With the longest linger allowed (just under a quarter of
+// the timeout), it is answered well before the linger.
+func TestHeartbeatsEntriesSkipLinger(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const timeout, linger = 8 * time.Second, 1900 * time.Millisecond
+	const bound = time.Second // well below the linger: a correctness bound, not a performance one
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout; c.Linger = linger }))
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 1, 2)
+
+	// The first write, with nothing else queued, dialing included.
+	first := writeAppend(1, 2, []byte("write 2"))
+	r := waitSend(t, sendAsync(a.hb, 1, b.addr, first, nil), waitLimit)
+	if want := consumerAnswer(1, first); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+		t.Fatalf("write: %+v, %v; want %+v", r.resp, r.err, *want)
+	}
+	if r.took >= bound {
+		t.Fatalf("write answered after %v (linger %v): it lingered", r.took, linger)
+	}
+
+	// A heartbeat of another partition lingers...
+	lingering := sendAsync(a.hb, 2, b.addr, leaderHeartbeat(2, 3), nil)
+	waitFor(t, "partition 2's heartbeat to be queued", func() bool { return queuedCalls(a.hb, b.addr) == 1 })
+	// ...until a write comes, which takes it along.
+	second := writeAppend(1, 3, bytes.Repeat([]byte("w"), 1000))
+	start := time.Now()
+	written := sendAsync(a.hb, 1, b.addr, second, nil)
+	for _, c := range []struct {
+		name string
+		req  *raft.AppendEntriesRequest
+		pid  uint32
+		res  <-chan sendResult
+	}{{"write", second, 1, written}, {"lingering heartbeat", leaderHeartbeat(2, 3), 2, lingering}} {
+		select {
+		case r := <-c.res:
+			if want := wantAnswer(c.pid, c.req); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+				t.Fatalf("%s: %+v, %v; want %+v", c.name, r.resp, r.err, *want)
+			}
+		case <-time.After(bound - time.Since(start)):
+			t.Fatalf("%s not answered within %v of a write (linger %v)", c.name, bound, linger)
+		}
+	}
+	waitFor(t, "Sent to count three requests", func() bool { return a.hb.Stats().Sent >= 3 })
+	if s := a.hb.Stats(); s.Sent != 3 || s.Frames != 2 {
+		t.Fatalf("stats %+v, want 3 requests in 2 frames (the second write with the heartbeat)", s)
+	}
+	checkConsumed(t, f, 1, []*raft.AppendEntriesRequest{first, second})
+	if n := len(f.requests(2)); n != 1 {
+		t.Fatalf("partition 2's heartbeat handler saw %d requests, want 1", n)
+	}
+
+	// Without a write, a heartbeat does linger: the bound above is not met
+	// by chance.
+	cancel := make(chan struct{})
+	again := sendAsync(a.hb, 2, b.addr, leaderHeartbeat(2, 4), cancel)
+	select {
+	case r := <-again:
+		t.Fatalf("heartbeat answered (%+v, %v) within %v, though it lingers %v", r.resp, r.err, bound, linger)
+	case <-time.After(bound):
+	}
+	close(cancel)
+	if r := waitSend(t, again, waitLimit); !errors.Is(r.err, ErrClosed) {
+		t.Fatalf("cancelled Send: %v, want ErrClosed", r.err)
+	}
+}
+
+// holdingProxy forwards the connections it accepts to target, but each
+// only once released: until then, a dialer waits for its handshake. It
+// records the length of every frame the dialers send after the handshake.
+type holdingProxy struct {
+	addr, target string
+	ln           net.Listener
+	open         chan struct{}
+	once         sync.Once
+	accepted     chan struct{}
+	wg           sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	conns  []net.Conn
+	frames []int // the length fields: kind and body
+}
+
+func newHoldingProxy(t *testing.T, target string) *holdingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	p := &holdingProxy{addr: ln.Addr().String(), target: target, ln: ln, open: make(chan struct{}), accepted: make(chan struct{}, 100)}
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !p.track(c) {
+				return
+			}
+			p.accepted <- struct{}{}
+			p.wg.Go(func() { p.forward(c) })
+		}
+	})
+	t.Cleanup(func() {
+		p.release()
+		_ = ln.Close()
+		p.mu.Lock()
+		p.closed = true
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// track registers c to be closed at cleanup, or closes it if that is past.
+func (p *holdingProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = c.Close()
+		return false
+	}
+	p.conns = append(p.conns, c)
+	return true
+}
+
+func (p *holdingProxy) release() { p.once.Do(func() { close(p.open) }) }
+
+func (p *holdingProxy) waitAccepted(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.accepted:
+	case <-time.After(waitLimit):
+		t.Fatalf("nothing dialed the proxy within %v", waitLimit)
+	}
+}
+
+func (p *holdingProxy) frameLens() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.frames)
+}
+
+func (p *holdingProxy) forward(c net.Conn) {
+	defer func() { _ = c.Close() }()
+	<-p.open
+	u, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(u) {
+		return
+	}
+	defer func() { _ = u.Close() }()
+	p.wg.Go(func() {
+		_, _ = io.Copy(c, u)
+		_ = c.Close()
+	})
+	h, err := readHeader(c)
+	if err != nil {
+		return
+	}
+	if _, err := u.Write(appendHeader(nil, h)); err != nil {
+		return
+	}
+	br := bufio.NewReader(c)
+	for {
+		var n [4]byte
+		if _, err := io.ReadFull(br, n[:]); err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.frames = append(p.frames, int(binary.BigEndian.Uint32(n[:])))
+		p.mu.Unlock()
+		if _, err := u.Write(n[:]); err != nil {
+			return
+		}
+		if _, err := io.CopyN(u, br, int64(binary.BigEndian.Uint32(n[:]))); err != nil {
+			return
+		}
+	}
+}
+
+// TestHeartbeatsBatchBySize: appends queued together go in frames of about
+// frameTarget bytes, not all in one (which would pass maxFrameLen with
+// enough of them, and hold up the heartbeats behind them) nor one each.
+// A proxy holds the connection's handshake while 40 appends of 60 KiB and
+// a few heartbeats queue behind the first append; then they all go, to a
+// real receiver, which drops a connection with a frame over maxFrameLen.
+func TestHeartbeatsBatchBySize(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const n, size, heartbeats = 40, 60 << 10, 5
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	var pids []uint32
+	for pid := range uint32(n) {
+		pids = append(pids, pid)
+	}
+	f := serveFollower(t, b.hb, nil, pids...)
+	proxy := newHoldingProxy(t, b.addr)
+
+	reqs := make([]*raft.AppendEntriesRequest, n)
+	for i, pid := range pids {
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(j*31 + i)
+		}
+		reqs[i] = writeAppend(pid, 5, data)
+	}
+	itemLen := len(appendRequest(nil, &hbRequest{call: 1 << 20, partition: n, req: *reqs[0]}))
+
+	// A's writer takes the first append and dials; the proxy holds the
+	// handshake while the rest queue.
+	res := []<-chan sendResult{sendAsync(a.hb, pids[0], proxy.addr, reqs[0], nil)}
+	proxy.waitAccepted(t)
+	for i := 1; i < n; i++ {
+		res = append(res, sendAsync(a.hb, pids[i], proxy.addr, reqs[i], nil))
+	}
+	var hbRes []<-chan sendResult
+	for _, pid := range pids[:heartbeats] {
+		hbRes = append(hbRes, sendAsync(a.hb, pid, proxy.addr, leaderHeartbeat(pid, 5), nil))
+	}
+	waitFor(t, "the appends and heartbeats to queue", func() bool { return queuedCalls(a.hb, proxy.addr) == n-1+heartbeats })
+	proxy.release()
+
+	for i, ch := range res {
+		r := waitSend(t, ch, waitLimit)
+		if want := consumerAnswer(pids[i], reqs[i]); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+			t.Fatalf("append of partition %d: %+v, %v; want %+v", pids[i], r.resp, r.err, *want)
+		}
+	}
+	for i, ch := range hbRes {
+		r := waitSend(t, ch, waitLimit)
+		if want := followerAnswer(pids[i], leaderHeartbeat(pids[i], 5)); r.err != nil || !reflect.DeepEqual(r.resp, *want) {
+			t.Fatalf("heartbeat of partition %d: %+v, %v; want %+v", pids[i], r.resp, r.err, *want)
+		}
+	}
+	for i, pid := range pids {
+		checkConsumed(t, f, pid, reqs[i:i+1])
+	}
+
+	waitFor(t, "Sent to count every request", func() bool { return a.hb.Stats().Sent == n+heartbeats })
+	s := a.hb.Stats()
+	waitFor(t, "the proxy to see every frame", func() bool { return uint64(len(proxy.frameLens())) == s.Frames })
+	lens := proxy.frameLens()
+	t.Logf("stats %+v; frames of %v bytes (an append is %d)", s, lens, itemLen)
+	// They cannot fit in fewer frames...
+	if minFrames := (n*size + frameTarget - 1) / frameTarget; s.Frames < uint64(minFrames) {
+		t.Errorf("%d frames carried %d appends of %d bytes, want at least %d of at most about %d bytes", s.Frames, n, size, minFrames, frameTarget)
+	}
+	// ...nor did they go one or two a frame: the first alone, the rest cut
+	// at frameTarget.
+	if maxFrames := 2 + (n-1+frameTarget/itemLen-1)/(frameTarget/itemLen); s.Frames > uint64(maxFrames) {
+		t.Errorf("%d frames carried %d appends of %d bytes, want at most %d: batches were cut short", s.Frames, n, size, maxFrames)
+	}
+	// Each frame holds appends estimated under frameTarget, and one more.
+	for i, l := range lens {
+		if limit := 1 + binary.MaxVarintLen64 + frameTarget + itemLen; l > limit {
+			t.Errorf("frame %d of %d bytes, over frameTarget %d and one append (limit %d)", i, l, frameTarget, limit)
+		}
+		if l > maxFrameLen {
+			t.Errorf("frame %d of %d bytes, over maxFrameLen", i, l)
+		}
+	}
+	if got := b.hb.Stats().Answered; got != n+heartbeats {
+		t.Errorf("B answered %d requests, want %d", got, n+heartbeats)
+	}
 }
