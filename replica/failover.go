@@ -25,6 +25,12 @@ import (
 // long, so a wrong hint (a live leader) costs nothing; and an early election
 // is as safe as any (pre-vote, terms and log checks are unchanged).
 //
+// The election timeout is lowered to the same value for the duration: the
+// first candidate's pre-vote fails when the other follower has not yet
+// noticed the silence, or when the other follower holds a longer log (it
+// received the last append, the candidate did not) and must win instead;
+// whoever is refused retries after one or two election timeouts.
+//
 // Two hints exist: the transport sees the leader hang up an inbound
 // connection and a dial of its port is refused (the process died: its
 // kernel closed its sockets), and the node's gossip declares the leader's
@@ -91,6 +97,10 @@ func (r *Replica) failover(id, why string) {
 	if fast.HeartbeatTimeout >= normal.HeartbeatTimeout {
 		return
 	}
+	// The election timeout too: when the first candidate's pre-vote fails
+	// (the other follower still had the leader, or has a longer log and
+	// must win instead), the retry comes after 1-2 election timeouts.
+	fast.ElectionTimeout = min(normal.ElectionTimeout, r.cfg.LeaderLeaseTimeout)
 	rank, ok := r.failoverRank(id)
 	if !ok {
 		return
@@ -103,7 +113,7 @@ func (r *Replica) failover(id, why string) {
 		return // a new leader already, or we stand already
 	}
 	if err := r.raft.ReloadConfig(fast); err != nil {
-		r.log.Warn("fast failover: lowering the heartbeat timeout", "error", err)
+		r.log.Warn("fast failover: lowering the heartbeat and election timeouts", "error", err)
 		return
 	}
 	r.log.Info("leader's node is down; standing for election early", "leader", id, "why", why, "rank", rank)
@@ -117,7 +127,7 @@ func (r *Replica) failover(id, why string) {
 		}
 	}
 	if err := r.raft.ReloadConfig(normal); err != nil {
-		r.log.Error("fast failover: restoring the heartbeat timeout", "error", err)
+		r.log.Error("fast failover: restoring the heartbeat and election timeouts", "error", err)
 	}
 }
 
