@@ -34,6 +34,7 @@ var fastFlags = []string{
 	"--raft-heartbeat-timeout", "300ms",
 	"--raft-election-timeout", "300ms",
 	"--raft-leader-lease-timeout", "150ms",
+	"--raft-heartbeat-linger", "10ms", // under a quarter of the lease
 	"--request-timeout", "3s",
 	"--leader-balance-interval", "1s",
 	"--dead-timeout", "5s",

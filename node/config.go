@@ -95,7 +95,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:       1000 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		CommitTimeout:         200 * time.Millisecond,
-		HeartbeatLinger:       10 * time.Millisecond,
+		HeartbeatLinger:       40 * time.Millisecond,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
@@ -119,6 +119,7 @@ func TestConfig(name, dataDir string) Config {
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
+	c.HeartbeatLinger = 10 * time.Millisecond
 	c.GossipProbeInterval = 200 * time.Millisecond
 	c.GossipProbeTimeout = 100 * time.Millisecond
 	c.GossipSuspicionMult = 2

@@ -41,7 +41,7 @@ type HeartbeatConfig struct {
 
 // DefaultHeartbeatConfig returns the production settings.
 func DefaultHeartbeatConfig() HeartbeatConfig {
-	return HeartbeatConfig{Linger: 10 * time.Millisecond, Timeout: 10 * time.Second}
+	return HeartbeatConfig{Linger: 40 * time.Millisecond, Timeout: 10 * time.Second}
 }
 
 const (
