@@ -302,16 +302,12 @@ func (h *Heartbeats) serve(c net.Conn) {
 	var (
 		buf   []byte
 		reqs  []hbRequest
-		kind  byte
 		body  []byte
 		err   error
 		respC = make(chan raft.RPCResponse, 1)
 	)
 	for {
-		kind, body, buf, err = readFrame(br, buf)
-		if err == nil && kind != frameRequests {
-			err = fmt.Errorf("%w: frame kind %d on a request stream", ErrBadFrame, kind)
-		}
+		body, buf, err = readFrameOf(br, frameRequests, buf)
 		if err == nil {
 			reqs, err = decodeRequests(body, reqs)
 		}
@@ -725,15 +721,11 @@ func (p *hbPeer) read(hc *hbConn) {
 	var (
 		buf   []byte
 		resps []hbResponse
-		kind  byte
 		body  []byte
 		err   error
 	)
 	for {
-		kind, body, buf, err = readFrame(br, buf)
-		if err == nil && kind != frameResponses {
-			err = fmt.Errorf("%w: frame kind %d on a response stream", ErrBadFrame, kind)
-		}
+		body, buf, err = readFrameOf(br, frameResponses, buf)
 		if err == nil {
 			resps, err = decodeResponses(body, resps)
 		}

@@ -209,6 +209,15 @@ func readFrame(r *bufio.Reader, buf []byte) (byte, []byte, []byte, error) {
 	return hdr[4], body, buf, nil
 }
 
+// readFrameOf is readFrame for a stream that carries only frames of kind.
+func readFrameOf(r *bufio.Reader, kind byte, buf []byte) ([]byte, []byte, error) {
+	k, body, buf, err := readFrame(r, buf)
+	if err == nil && k != kind {
+		err = fmt.Errorf("%w: frame kind %d on a stream of kind %d", ErrBadFrame, k, kind)
+	}
+	return body, buf, err
+}
+
 // decoder reads the fields of one frame body; the first error sticks.
 type decoder struct {
 	b   []byte
@@ -349,21 +358,15 @@ func (d *decoder) entries() []*raft.Log {
 	return out
 }
 
+// varint decodes binary.AppendVarint's zigzag encoding, with uvarint's
+// checks.
 func (d *decoder) varint(what string) int64 {
-	if d.err != nil {
-		return 0
+	u := d.uvarint(what)
+	x := int64(u >> 1)
+	if u&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail("truncated or overlong " + what)
-		return 0
-	}
-	if n > 1 && d.b[n-1] == 0 {
-		d.fail("non-minimal " + what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return x
 }
 
 func decodeResponses(body []byte, out []hbResponse) ([]hbResponse, error) {

@@ -69,32 +69,6 @@ func newHBNode(t *testing.T, cfg HeartbeatConfig) *hbNode {
 	return &hbNode{mux: m, hb: newTestHeartbeats(t, m, cfg), addr: m.Addr().String()}
 }
 
-// serveMux is newTestMux on a listener the test made.
-func serveMux(t *testing.T, ln net.Listener) *Mux {
-	t.Helper()
-	m, err := NewMux(ln, TestConfig())
-	if err != nil {
-		_ = ln.Close()
-		t.Fatalf("NewMux: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- m.Serve() }()
-	t.Cleanup(func() {
-		if err := m.Close(); err != nil {
-			t.Errorf("Mux.Close: %v", err)
-		}
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve returned %v after Close, want nil", err)
-			}
-		case <-time.After(waitLimit):
-			t.Errorf("Serve did not return after Close")
-		}
-	})
-	return m
-}
-
 // checkHeartbeatGoroutines fails the test if, once every other cleanup has
 // run, a goroutine is still in Heartbeats code: a writer, reader or serve
 // goroutine Close did not stop, or a Send that never returned. Call it
@@ -860,7 +834,7 @@ func TestHeartbeatsPeerRestart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	m := serveMux(t, ln)
+	m := serveMux(t, ln, nil)
 	hb := newTestHeartbeats(t, m, testHBConfig(nil))
 	serveFollower(t, hb, nil, 1, 2)
 	mustSend(t, a.hb, 1, b.addr, 2)

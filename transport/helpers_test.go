@@ -20,6 +20,12 @@ func newTestMux(t testing.TB, mutate func(*Config)) *Mux {
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
+	return serveMux(t, ln, mutate)
+}
+
+// serveMux is newTestMux on a listener the test made.
+func serveMux(t testing.TB, ln net.Listener, mutate func(*Config)) *Mux {
+	t.Helper()
 	cfg := TestConfig()
 	if mutate != nil {
 		mutate(&cfg)
