@@ -185,10 +185,11 @@ func (h *Heartbeats) Urgent(partition uint32) (done func()) {
 }
 
 // Send delivers req, an AppendEntries of partition that Carried accepts, to
-// the node at address and fills resp with its answer. It fails with ErrHeartbeatsUnsupported for a
-// peer of an older version, with an error naming the peer when the
-// heartbeat could not be delivered or answered within the timeout, and with
-// ErrClosed as soon as cancel is closed (the sending replica shuts down).
+// the node at address and fills resp with its answer. It fails with
+// ErrHeartbeatsUnsupported for a peer of an older version, with an error
+// naming the peer when the request could not be delivered or answered
+// within the timeout, and with ErrClosed as soon as cancel is closed (the
+// sending replica shuts down).
 func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, cancel <-chan struct{}) error {
 	if !Carried(req) {
 		return errors.New("transport: Heartbeats.Send given an AppendEntries without a term or with entries over the channel's limits (see Carried)")
