@@ -236,6 +236,12 @@ func TestConfigValidate(t *testing.T) {
 		{"too many replicas", func(c *Config) { c.Replicas = 9 }, "--replicas 9"},
 		{"neither bootstrap nor join", func(c *Config) { c.BootstrapExpect = 0 }, "--join"},
 		{"key limit too large", func(c *Config) { c.MaxKeySize = 1 << 20 }, "--max-key-size"},
+		{"linger near the lease", func(c *Config) { c.HeartbeatLinger = c.LeaderLeaseTimeout / 4 }, "--raft-heartbeat-linger"},
+		{"negative linger", func(c *Config) { c.HeartbeatLinger = -time.Millisecond }, "--raft-heartbeat-linger"},
+		{"default linger with the default lease", func(c *Config) {
+			d := DefaultConfig()
+			c.HeartbeatLinger, c.LeaderLeaseTimeout, c.HeartbeatTimeout = d.HeartbeatLinger, d.LeaderLeaseTimeout, d.HeartbeatTimeout
+		}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
