@@ -430,7 +430,12 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.Store = n.store
 	rc.Layer = layer
 	rc.SnapshotDir = replica.SnapshotPath(n.cfg.DataDir, pid)
+	self := n.PeerAddr()
 	rc.AddressOf = func(name string) (string, bool) {
+		if name == n.cfg.Name {
+			// Raft asks for its own address on every message it sends.
+			return self, true
+		}
 		m, ok := n.member(name)
 		return m.Meta.PeerAddr, ok && m.Meta.PeerAddr != ""
 	}
