@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/partition"
+	"github.com/ringkv/ringkv/transport"
 )
 
 // Config is everything a kvd process needs. Flags map onto it one to one (see
@@ -95,7 +96,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:       1000 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		CommitTimeout:         200 * time.Millisecond,
-		HeartbeatLinger:       40 * time.Millisecond,
+		HeartbeatLinger:       transport.DefaultHeartbeatConfig().Linger,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
