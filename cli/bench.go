@@ -40,15 +40,18 @@ type benchResult struct {
 	Keys        int     `json:"keys"`
 	Ops         uint64  `json:"ops"`
 	Errors      uint64  `json:"errors"`
-	DurationS   float64 `json:"duration_s"`
-	OpsPerSec   float64 `json:"ops_per_sec"`
-	P50Ms       float64 `json:"p50_ms"`
-	P90Ms       float64 `json:"p90_ms"`
-	P99Ms       float64 `json:"p99_ms"`
-	P999Ms      float64 `json:"p999_ms"`
-	MaxMs       float64 `json:"max_ms"`
-	MeanMs      float64 `json:"mean_ms"`
-	LastError   string  `json:"last_error,omitempty"`
+	// CompareFailed counts --op cas operations whose condition did not
+	// hold (another client wrote the key first): answers, not errors.
+	CompareFailed uint64  `json:"compare_failed,omitempty"`
+	DurationS     float64 `json:"duration_s"`
+	OpsPerSec     float64 `json:"ops_per_sec"`
+	P50Ms         float64 `json:"p50_ms"`
+	P90Ms         float64 `json:"p90_ms"`
+	P99Ms         float64 `json:"p99_ms"`
+	P999Ms        float64 `json:"p999_ms"`
+	MaxMs         float64 `json:"max_ms"`
+	MeanMs        float64 `json:"mean_ms"`
+	LastError     string  `json:"last_error,omitempty"`
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -58,8 +61,14 @@ func (a *app) benchCommand() *cobra.Command {
 		Short: "Measure throughput and latency",
 		Long: `Run a closed-loop load: --clients goroutines each send one request at a time,
 sharing --conns connections per node, for --duration or until -n operations
-are done. Keys are "bench-%08d" over --keys keys, chosen at random; get and
-mixed runs first write every key once.
+are done. Keys are "bench-%08d" over --keys keys, chosen at random; get,
+mixed and cas runs first write every key once. A cas operation swaps the
+key's value if its version is still the last one that client saw; when
+another client got there first, the answer (counted as "compare failed",
+not as an error) gives it the version for next time.
+
+Concurrent operations to a node travel together in Batch calls of up to
+--batch operations (the Go client's default); --batch 1 sends each alone.
 
 Latency is measured per successful operation (retries included) and
 reported as percentiles from a log-bucket histogram (within 1%). Errors are
@@ -69,11 +78,12 @@ A live line with ops/s and errors is shown on stderr once a second when
 stderr is a terminal.`,
 		Example: `  kvctl bench --op put --duration 30s
   kvctl bench --op mixed --ratio 0.9 --consistency eventual --clients 64
-  kvctl bench --op get -n 100000 -o json`,
+  kvctl bench --op get -n 100000 -o json
+  kvctl bench --op cas --keys 100 --clients 32`,
 		Args: args(0, ""),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.op, "op", "put", "operation: put, get or mixed")
+	f.StringVar(&o.op, "op", "put", "operation: put, get, mixed or cas")
 	f.Float64Var(&o.ratio, "ratio", 0.5, "fraction of reads in a mixed run (0 to 1)")
 	f.StringVar(&o.consistency, "consistency", "strong", "read consistency: strong or eventual")
 	f.IntVar(&o.clients, "clients", 16, "concurrent clients (goroutines)")
@@ -98,9 +108,9 @@ stderr is a terminal.`,
 
 func (o *benchOptions) validate() (client.Consistency, error) {
 	switch o.op {
-	case "put", "get", "mixed":
+	case "put", "get", "mixed", "cas":
 	default:
-		return 0, usagef("--op: unknown operation %q: use put, get or mixed", o.op)
+		return 0, usagef("--op: unknown operation %q: use put, get, mixed or cas", o.op)
 	}
 	cons, err := client.ParseConsistency(o.consistency)
 	switch {
@@ -135,6 +145,7 @@ type benchRun struct {
 	timeout time.Duration
 	ops     atomic.Uint64
 	errs    atomic.Uint64
+	casFail atomic.Uint64
 	lastErr atomic.Pointer[error]
 }
 
@@ -240,13 +251,13 @@ func (r *benchRun) run(ctx context.Context, a *app) (benchResult, *histogram) {
 	res := benchResult{
 		Op: r.o.op, Consistency: r.cons.String(), Ratio: r.o.ratio, Clients: r.o.clients, Conns: r.o.conns,
 		ValueSize: r.o.valueSize, Keys: r.o.keys,
-		Ops: r.ops.Load(), Errors: r.errs.Load(), DurationS: math.Round(elapsed.Seconds()*1000) / 1000,
+		Ops: r.ops.Load(), Errors: r.errs.Load(), CompareFailed: r.casFail.Load(), DurationS: math.Round(elapsed.Seconds()*1000) / 1000,
 		OpsPerSec: round1(float64(r.ops.Load()) / elapsed.Seconds()),
 		P50Ms:     ms(total.Quantile(0.5)), P90Ms: ms(total.Quantile(0.9)), P99Ms: ms(total.Quantile(0.99)),
 		P999Ms: ms(total.Quantile(0.999)), MaxMs: ms(total.Max()), MeanMs: ms(total.Mean()),
 	}
 	if r.o.op != "mixed" {
-		res.Ratio = map[string]float64{"put": 0, "get": 1}[r.o.op]
+		res.Ratio = map[string]float64{"put": 0, "get": 1, "cas": 0}[r.o.op]
 	}
 	if p := r.lastErr.Load(); p != nil {
 		_, res.LastError = describe(*p)
@@ -258,15 +269,20 @@ func (r *benchRun) run(ctx context.Context, a *app) (benchResult, *histogram) {
 func (r *benchRun) worker(ctx context.Context, c *client.Client, h *histogram, more func() bool) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	value := randomValue(r.o.valueSize)
+	versions := make(map[int]uint64) // --op cas: the last version seen per key
 	for ctx.Err() == nil && more() {
-		key := benchKey(rng.IntN(r.o.keys))
+		k := rng.IntN(r.o.keys)
+		key := benchKey(k)
 		read := r.o.op == "get" || (r.o.op == "mixed" && rng.Float64() < r.o.ratio)
 		opCtx, cancel := context.WithTimeout(ctx, r.timeout)
 		t0 := time.Now()
 		var err error
-		if read {
+		switch {
+		case r.o.op == "cas":
+			err = r.cas(opCtx, c, key, value, versions, k)
+		case read:
 			_, err = c.Get(opCtx, key, client.WithConsistency(r.cons))
-		} else {
+		default:
 			_, err = c.Put(opCtx, key, value)
 		}
 		lat := time.Since(t0)
@@ -282,6 +298,23 @@ func (r *benchRun) worker(ctx context.Context, c *client.Client, h *histogram, m
 		h.Record(lat)
 		r.ops.Add(1)
 	}
+}
+
+// cas swaps key's value on the condition that its version is still the
+// last one this worker saw (a read-modify-write without the read); a failed
+// comparison tells it the current version for next time.
+func (r *benchRun) cas(ctx context.Context, c *client.Client, key, value []byte, versions map[int]uint64, k int) error {
+	res, err := c.CompareAndSwap(ctx, key, client.IfVersion(versions[k]), value)
+	if err != nil {
+		return err
+	}
+	if res.Succeeded {
+		versions[k] = res.Version
+	} else {
+		versions[k] = res.CurrentVersion
+		r.casFail.Add(1)
+	}
+	return nil
 }
 
 func randomValue(n int) []byte {
@@ -336,6 +369,9 @@ func (a *app) printBench(res benchResult, h *histogram) error {
 		{"values", fmt.Sprintf("%d bytes, %d keys", res.ValueSize, res.Keys)},
 		{"operations", fmt.Sprintf("%d ok, %d errors in %.2fs", res.Ops, res.Errors, res.DurationS)},
 		{"throughput", fmt.Sprintf("%.1f ops/s", res.OpsPerSec)},
+	}
+	if res.Op == "cas" {
+		rows = append(rows, [2]string{"compare failed", fmt.Sprintf("%d of %d (another client wrote the key first)", res.CompareFailed, res.Ops)})
 	}
 	if h.Count() > 0 {
 		rows = append(rows, [2]string{"latency (ms)", fmt.Sprintf("p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f",
