@@ -31,6 +31,7 @@ type Client struct {
 	endpoints map[string]*endpoint
 
 	closed   atomic.Bool
+	bgMu     sync.Mutex // orders starting background work against Close
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -87,7 +88,10 @@ func (c *Client) ClientID() uint64 { return c.clientID }
 // ErrClosed; requests in flight finish their current attempt. Close is
 // idempotent.
 func (c *Client) Close() error {
-	if c.closed.Swap(true) {
+	c.bgMu.Lock()
+	wasClosed := c.closed.Swap(true)
+	c.bgMu.Unlock()
+	if wasClosed {
 		return nil
 	}
 	c.bgCancel()
@@ -127,12 +131,28 @@ func (c *Client) refreshRoutesAsync(onlyIfEmpty bool) {
 	if c.closed.Load() || !c.router.startRefresh(onlyIfEmpty) {
 		return
 	}
+	if !c.goBackground(func() {
+		defer c.router.finishRefresh()
+		c.refreshRoutes(c.bgCtx)
+	}) {
+		c.router.finishRefresh()
+	}
+}
+
+// goBackground runs f on a goroutine that Close waits for, unless the
+// Client is closed.
+func (c *Client) goBackground(f func()) bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
-		defer c.router.finishRefresh()
-		c.refreshRoutes(c.bgCtx)
+		f()
 	}()
+	return true
 }
 
 // refreshRoutes asks one endpoint for the partition table, once.
