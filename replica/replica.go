@@ -362,10 +362,22 @@ func (r *Replica) readLocal(key []byte, leader bool) (Read, error) {
 }
 
 // LeaderID returns the node name of the leader this replica knows of, or "".
+// The name can be stale: see LastContact.
 func (r *Replica) LeaderID() string {
 	_, id := r.raft.LeaderWithID()
 	return string(id)
 }
+
+// LastContact is when this replica last heard from a leader (an append or
+// snapshot it accepted, or a vote it granted), or stopped leading; zero if
+// never. A follower that hears nothing stands for election after
+// HeartbeatTimeout to twice that, and Raft then forgets the leader's name.
+// But hashicorp/raft handles heartbeats outside its main goroutine
+// (processHeartbeat), and a heartbeat that arrives as the follower turns
+// candidate can record its sender as leader again: the candidate then names
+// a leader that may never contact it again (one that removed it, say). Ask
+// LastContact, not LeaderID, whether a leader is really followed.
+func (r *Replica) LastContact() time.Time { return r.raft.LastContact() }
 
 // IsLeader reports whether this replica currently believes it leads.
 func (r *Replica) IsLeader() bool { return r.raft.State() == raft.Leader }
