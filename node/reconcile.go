@@ -275,20 +275,87 @@ func (n *Node) step(ctx context.Context, r *replica.Replica, st replica.State, a
 // dropped too.
 func (n *Node) collectRemoved(ctx context.Context) {
 	desired := n.desired()
+	peers := n.peerReports()
 	for _, r := range n.localReplicas() {
-		member, _, servers := r.Membership()
-		pid := r.Partition()
-		switch {
-		case servers == 0:
-			if !slices.Contains(desired[partition.ID(pid)], n.cfg.Name) {
-				n.destroyReplica(pid, "never added to its group, and no longer placed on this node")
-			}
-		case !member || r.LeaderID() == "":
-			if n.leaderDroppedUs(ctx, r) {
-				n.destroyReplica(pid, "the partition's leader reports a committed configuration without this node")
-			}
+		if why := n.removedReason(ctx, r, desired, peers); why != "" {
+			n.destroyReplica(r.Partition(), why)
 		}
 	}
+}
+
+// localReplica is what collectRemoved reads of a hosted replica
+// (*replica.Replica).
+type localReplica interface {
+	Partition() uint32
+	Membership() (member, voter bool, servers int)
+	LeaderID() string
+	IsLeader() bool
+}
+
+// removedReason says why r is to be deleted, or "" to keep it.
+func (n *Node) removedReason(ctx context.Context, r localReplica, desired partition.Placement, peers *peerReports) string {
+	member, _, servers := r.Membership()
+	pid := r.Partition()
+	switch {
+	case servers == 0:
+		if !slices.Contains(desired[partition.ID(pid)], n.cfg.Name) {
+			return "never added to its group, and no longer placed on this node"
+		}
+	case !member || r.LeaderID() == "":
+		if n.leaderDroppedUs(ctx, r, peers) {
+			return "the partition's leader reports a committed configuration without this node"
+		}
+	}
+	return ""
+}
+
+// peerReports is one collectRemoved pass's view of the other nodes: the
+// members gossip shows, and what each reports of the replicas it hosts
+// (Partitions, local only), asked at most once per pass however many
+// replicas need it.
+type peerReports struct {
+	members []membership.Member // alive or suspect, sorted by name, this node excluded
+	ask     func(context.Context, membership.Member) ([]*ringkvv1.Partition, error)
+	got     map[string]peerReport
+}
+
+type peerReport struct {
+	parts []*ringkvv1.Partition
+	err   error
+}
+
+func (n *Node) peerReports() *peerReports {
+	return newPeerReports(n.cfg.Name, n.memberView().list, func(ctx context.Context, m membership.Member) ([]*ringkvv1.Partition, error) {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		resp, err := n.fwd.cluster(m.Meta.ClientAddr).Partitions(ctx, connect.NewRequest(&ringkvv1.PartitionsRequest{LocalOnly: true}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg.Partitions, nil
+	})
+}
+
+// newPeerReports keeps the members other than self that are alive or
+// suspect; ask asks one of them for its report.
+func newPeerReports(self string, members []membership.Member, ask func(context.Context, membership.Member) ([]*ringkvv1.Partition, error)) *peerReports {
+	p := &peerReports{ask: ask, got: map[string]peerReport{}}
+	for _, m := range members {
+		if m.Meta.Name != self && (m.Status == membership.StatusAlive || m.Status == membership.StatusSuspect) {
+			p.members = append(p.members, m)
+		}
+	}
+	return p
+}
+
+// report returns m's report, asking m on first use.
+func (p *peerReports) report(ctx context.Context, m membership.Member) peerReport {
+	rep, ok := p.got[m.Meta.Name]
+	if !ok {
+		rep.parts, rep.err = p.ask(ctx, m)
+		p.got[m.Meta.Name] = rep
+	}
+	return rep
 }
 
 // removalSeen is the first sighting of a leader's configuration without this
@@ -305,40 +372,43 @@ type removalSeen struct {
 // else the one gossip names) whether its committed configuration no longer
 // includes this node. It takes two sightings, the second after the leader's
 // commit index has passed the first one's last index.
-func (n *Node) leaderDroppedUs(ctx context.Context, r *replica.Replica) bool {
+func (n *Node) leaderDroppedUs(ctx context.Context, r localReplica, peers *peerReports) bool {
 	pid := r.Partition()
 	leader := r.LeaderID()
-	for _, m := range n.memberView().list {
-		if m.Status != membership.StatusAlive || m.Meta.Name == n.cfg.Name {
+	for _, m := range peers.members {
+		if m.Status != membership.StatusAlive {
 			continue
 		}
 		if m.Meta.Name != leader && (leader != "" || !bitSet(m.Meta.Leading, pid)) {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := n.fwd.cluster(m.Meta.ClientAddr).Partitions(cctx, connect.NewRequest(&ringkvv1.PartitionsRequest{LocalOnly: true}))
-		cancel()
-		if err != nil {
+		rep := peers.report(ctx, m)
+		if rep.err != nil {
 			return false
 		}
-		for _, p := range resp.Msg.Partitions {
-			if p.Id != pid || p.Leader != m.Meta.Name {
-				continue
+		for _, p := range rep.parts {
+			if p.Id == pid && p.Leader == m.Meta.Name {
+				return n.leaderReportDropsUs(p)
 			}
-			n.removalsMu.Lock()
-			defer n.removalsMu.Unlock()
-			if slices.Contains(p.Replicas, n.cfg.Name) {
-				delete(n.removals, pid)
-				return false
-			}
-			seen, ok := n.removals[pid]
-			if ok && seen.leader == p.Leader && seen.term == p.Term {
-				return p.CommitIndex >= seen.lastIndex
-			}
-			n.removals[pid] = removalSeen{leader: p.Leader, term: p.Term, lastIndex: p.LastIndex}
-			return false
 		}
 	}
+	return false
+}
+
+// leaderReportDropsUs applies the two-sightings rule to p, a leader's own
+// report of its partition.
+func (n *Node) leaderReportDropsUs(p *ringkvv1.Partition) bool {
+	n.removalsMu.Lock()
+	defer n.removalsMu.Unlock()
+	if slices.Contains(p.Replicas, n.cfg.Name) {
+		delete(n.removals, p.Id)
+		return false
+	}
+	seen, ok := n.removals[p.Id]
+	if ok && seen.leader == p.Leader && seen.term == p.Term {
+		return p.CommitIndex >= seen.lastIndex
+	}
+	n.removals[p.Id] = removalSeen{leader: p.Leader, term: p.Term, lastIndex: p.LastIndex}
 	return false
 }
 

@@ -1,0 +1,174 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
+	"github.com/ringkv/ringkv/membership"
+)
+
+// fakeReplica is a local replica as collectRemoved sees it.
+type fakeReplica struct {
+	pid         uint32
+	member      bool
+	leader      string
+	leading     bool
+	lastContact time.Time
+}
+
+func (r fakeReplica) Partition() uint32                       { return r.pid }
+func (r fakeReplica) Membership() (member, voter bool, n int) { return r.member, r.member, 3 }
+func (r fakeReplica) LeaderID() string                        { return r.leader }
+func (r fakeReplica) IsLeader() bool                          { return r.leading }
+func (r fakeReplica) LastContact() time.Time                  { return r.lastContact }
+
+// fakePeer is another node: its gossip entry and its answer to a local-only
+// Partitions call in each pass (1, 2, ...).
+type fakePeer struct {
+	name    string
+	status  membership.Status
+	leading []uint32                                      // its gossiped leadership bitmap
+	report  func(pass int) ([]*ringkvv1.Partition, error) // nil: must not be asked
+}
+
+// reports answers with the same partitions in every pass.
+func reports(parts ...*ringkvv1.Partition) func(int) ([]*ringkvv1.Partition, error) {
+	return func(int) ([]*ringkvv1.Partition, error) { return parts, nil }
+}
+
+func unreachable(int) ([]*ringkvv1.Partition, error) {
+	return nil, errors.New("connection refused")
+}
+
+// part is a node's report of partition 5.
+func part(leader string, term, commit, last uint64, replicas ...string) *ringkvv1.Partition {
+	return &ringkvv1.Partition{Id: 5, Leader: leader, Term: term, CommitIndex: commit, LastIndex: last, Replicas: replicas}
+}
+
+// collectPasses runs up to passes collectRemoved passes over r on node n3
+// and returns the pass that deleted it (0: none) and who was asked in each.
+func collectPasses(t *testing.T, r fakeReplica, peers []fakePeer, passes int) (deletedAt int, asked []string) {
+	t.Helper()
+	n := &Node{
+		cfg:      Config{Name: "n3", HeartbeatTimeout: 300 * time.Millisecond},
+		log:      slog.New(slog.DiscardHandler),
+		removals: map[uint32]removalSeen{},
+	}
+	byName := map[string]fakePeer{}
+	var members []membership.Member
+	for _, p := range peers {
+		byName[p.name] = p
+		members = append(members, membership.Member{
+			Meta:   membership.Meta{Name: p.name, Leading: membership.LeadingBitmap(p.leading)},
+			Status: p.status,
+		})
+	}
+	for pass := 1; pass <= passes; pass++ {
+		var who []string
+		rp := newPeerReports("n3", members, func(_ context.Context, m membership.Member) ([]*ringkvv1.Partition, error) {
+			who = append(who, m.Meta.Name)
+			report := byName[m.Meta.Name].report
+			if report == nil {
+				t.Errorf("pass %d asked %s, which it must not ask", pass, m.Meta.Name)
+				return nil, errors.New("must not be asked")
+			}
+			return report(pass)
+		})
+		why := n.removedReason(t.Context(), r, nil, rp)
+		asked = append(asked, fmt.Sprintf("pass %d: %s", pass, strings.Join(who, ",")))
+		if why != "" {
+			return pass, asked
+		}
+	}
+	return 0, asked
+}
+
+// TestCollectRemoved: which local replicas collectRemoved asks about, whom
+// it asks, and the rule that deletes one: only a member that reports itself
+// as the partition's leader counts, seen twice, the second time with a
+// commit index past the first sighting's last index.
+func TestCollectRemoved(t *testing.T) {
+	now := time.Now()
+	silent := now.Add(-time.Minute) // heard from no leader for a minute
+	without := reports(part("n1", 4, 100, 100, "n1", "n2", "n4"))
+	cases := []struct {
+		name    string
+		r       fakeReplica
+		peers   []fakePeer
+		deleted int // pass that deletes the replica; 0: kept through 6
+	}{{
+		name:  "member following a leader it hears from is not asked about",
+		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now},
+		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
+	}, {
+		name:    "not in its own configuration: the leader it follows answers",
+		r:       fakeReplica{pid: 5, member: false, leader: "n1", lastContact: now},
+		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, report: without}},
+		deleted: 2,
+	}, {
+		name: "no leader: the one gossip names answers",
+		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{
+			{name: "n2", status: membership.StatusAlive, report: unreachable},
+			{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without},
+		},
+		deleted: 2,
+	}, {
+		name: "only a self-reported leader counts",
+		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{
+			{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: reports(part("n2", 4, 100, 100, "n1", "n2", "n4"))},
+			{name: "n2", status: membership.StatusAlive, report: unreachable},
+			{name: "n4", status: membership.StatusSuspect, report: reports(part("", 4, 100, 100, "n1", "n2", "n4"))},
+		},
+	}, {
+		name:  "dead members are not asked",
+		r:     fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{{name: "n1", status: membership.StatusDead, leading: []uint32{5}}},
+	}, {
+		name: "not before the removal is committed",
+		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: func(pass int) ([]*ringkvv1.Partition, error) {
+			if pass < 4 {
+				return []*ringkvv1.Partition{part("n1", 4, 99, 100, "n1", "n2", "n4")}, nil
+			}
+			return []*ringkvv1.Partition{part("n1", 4, 100, 101, "n1", "n2", "n4")}, nil
+		}}},
+		deleted: 4,
+	}, {
+		name: "a new leader or term starts the count again",
+		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: func(pass int) ([]*ringkvv1.Partition, error) {
+			return []*ringkvv1.Partition{part("n1", uint64(3+min(pass, 2)), 100, 100, "n1", "n2", "n4")}, nil
+		}}},
+		deleted: 3,
+	}, {
+		name: "a leader that lists it again resets the count",
+		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: func(pass int) ([]*ringkvv1.Partition, error) {
+			if pass == 2 {
+				return []*ringkvv1.Partition{part("n1", 4, 100, 100, "n1", "n2", "n3")}, nil
+			}
+			return []*ringkvv1.Partition{part("n1", 4, 100, 100, "n1", "n2", "n4")}, nil
+		}}},
+		deleted: 4,
+	}, {
+		name:  "a leader is not asked about",
+		r:     fakeReplica{pid: 5, member: true, leader: "n3", leading: true, lastContact: silent},
+		peers: []fakePeer{{name: "n1", status: membership.StatusAlive}},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, asked := collectPasses(t, tc.r, tc.peers, 6)
+			if got != tc.deleted {
+				t.Errorf("deleted in pass %d, want %d (0: kept); asked: %s", got, tc.deleted, strings.Join(asked, "; "))
+			}
+		})
+	}
+}
