@@ -270,9 +270,11 @@ func (n *Node) step(ctx context.Context, r *replica.Replica, st replica.State, a
 // lists this node. The replica's own configuration cannot: a replica that is
 // catching up replays old configurations that predate its addition. Until it
 // is deleted such a replica serves nothing (eventual reads need a voter).
-// An empty replica that was never added and that the placement no longer
-// gives this node (hosted early, before gossip showed the whole cluster) is
-// dropped too.
+// It asks only about replicas that may have been removed without seeing it
+// in their own log: those not in their own latest configuration, and those
+// that hear from no leader (hearsNoLeader). An empty replica that was never
+// added and that the placement no longer gives this node (hosted early,
+// before gossip showed the whole cluster) is dropped too.
 func (n *Node) collectRemoved(ctx context.Context) {
 	desired := n.desired()
 	peers := n.peerReports()
@@ -290,6 +292,7 @@ type localReplica interface {
 	Membership() (member, voter bool, servers int)
 	LeaderID() string
 	IsLeader() bool
+	LastContact() time.Time
 }
 
 // removedReason says why r is to be deleted, or "" to keep it.
@@ -301,12 +304,26 @@ func (n *Node) removedReason(ctx context.Context, r localReplica, desired partit
 		if !slices.Contains(desired[partition.ID(pid)], n.cfg.Name) {
 			return "never added to its group, and no longer placed on this node"
 		}
-	case !member || r.LeaderID() == "":
+	case !member || n.hearsNoLeader(r):
 		if n.leaderDroppedUs(ctx, r, peers) {
 			return "the partition's leader reports a committed configuration without this node"
 		}
 	}
 	return ""
+}
+
+// hearsNoLeader reports whether r neither leads nor follows a leader that
+// still contacts it: it names no leader, or it has heard from none for
+// longer than Raft waits before it stands for election (twice the heartbeat
+// timeout). A replica removed while it was cut off is one of these once it
+// runs again, as the leader that removed it never contacts it again, while
+// its own configuration still lists it; it may even go on naming that
+// leader (see replica.LastContact), so only the silence tells.
+func (n *Node) hearsNoLeader(r localReplica) bool {
+	if r.IsLeader() {
+		return false
+	}
+	return r.LeaderID() == "" || time.Since(r.LastContact()) > 2*n.cfg.HeartbeatTimeout
 }
 
 // peerReports is one collectRemoved pass's view of the other nodes: the

@@ -103,6 +103,15 @@ func TestCollectRemoved(t *testing.T) {
 		peers   []fakePeer
 		deleted int // pass that deletes the replica; 0: kept through 6
 	}{{
+		// The flake of integration/TestElasticRemovedWhileCutOff: removed
+		// while stopped, it resumed as a candidate naming the leader that
+		// removed it (hashicorp/raft's heartbeat fast path), and was never
+		// asked about because it named a leader.
+		name:    "member that names a leader it no longer hears from",
+		r:       fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent},
+		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without}},
+		deleted: 2,
+	}, {
 		name:  "member following a leader it hears from is not asked about",
 		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
