@@ -385,23 +385,21 @@ type removalSeen struct {
 	lastIndex uint64
 }
 
-// leaderDroppedUs asks the partition's leader (the one the replica follows,
-// else the one gossip names) whether its committed configuration no longer
-// includes this node. It takes two sightings, the second after the leader's
-// commit index has passed the first one's last index.
+// leaderDroppedUs asks the partition's leader whether its committed
+// configuration no longer includes this node. It looks for the leader among
+// the other members that are alive or suspect: first the one the replica
+// names, then those whose gossiped leadership bitmap has the partition, then,
+// if none of these reports itself as its leader, every other member: a
+// replica back from being cut off may name no leader or a stale one, and
+// this node's gossip view may be as old (it missed the new leader's
+// broadcast). Only a member's report of a partition it leads counts, seen
+// twice (leaderReportDropsUs). peers asks each member at most once per pass.
 func (n *Node) leaderDroppedUs(ctx context.Context, r localReplica, peers *peerReports) bool {
 	pid := r.Partition()
-	leader := r.LeaderID()
-	for _, m := range peers.members {
-		if m.Status != membership.StatusAlive {
-			continue
-		}
-		if m.Meta.Name != leader && (leader != "" || !bitSet(m.Meta.Leading, pid)) {
-			continue
-		}
+	for _, m := range peers.mayLead(r.LeaderID(), pid) {
 		rep := peers.report(ctx, m)
 		if rep.err != nil {
-			return false
+			continue
 		}
 		for _, p := range rep.parts {
 			if p.Id == pid && p.Leader == m.Meta.Name {
@@ -410,6 +408,23 @@ func (n *Node) leaderDroppedUs(ctx context.Context, r localReplica, peers *peerR
 		}
 	}
 	return false
+}
+
+// mayLead returns the members in the order to ask them whether they lead
+// pid: the one named leader, then those gossip says lead it, then the rest.
+func (p *peerReports) mayLead(leader string, pid uint32) []membership.Member {
+	rank := func(m membership.Member) int {
+		switch {
+		case m.Meta.Name == leader:
+			return 0
+		case bitSet(m.Meta.Leading, pid):
+			return 1
+		}
+		return 2
+	}
+	out := slices.Clone(p.members)
+	slices.SortStableFunc(out, func(a, b membership.Member) int { return rank(a) - rank(b) })
+	return out
 }
 
 // leaderReportDropsUs applies the two-sightings rule to p, a leader's own

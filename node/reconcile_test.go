@@ -101,7 +101,8 @@ func TestCollectRemoved(t *testing.T) {
 		name    string
 		r       fakeReplica
 		peers   []fakePeer
-		deleted int // pass that deletes the replica; 0: kept through 6
+		deleted int    // pass that deletes the replica; 0: kept through 6
+		asks    string // whom the first pass asks, if given
 	}{{
 		// The flake of integration/TestElasticRemovedWhileCutOff: removed
 		// while stopped, it resumed as a candidate naming the leader that
@@ -111,6 +112,7 @@ func TestCollectRemoved(t *testing.T) {
 		r:       fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent},
 		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without}},
 		deleted: 2,
+		asks:    "n1",
 	}, {
 		name:  "member following a leader it hears from is not asked about",
 		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now},
@@ -128,6 +130,27 @@ func TestCollectRemoved(t *testing.T) {
 			{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without},
 		},
 		deleted: 2,
+		asks:    "n1",
+	}, {
+		// This node's gossip view is as old as its replica's: it missed the
+		// broadcasts of the new leader's bitmap while it was cut off.
+		name: "no leader and gossip names none: every member is asked",
+		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		peers: []fakePeer{
+			{name: "n1", status: membership.StatusAlive, report: reports(part("n2", 4, 100, 100, "n1", "n2", "n4"))},
+			{name: "n2", status: membership.StatusSuspect, report: reports(part("n2", 4, 100, 100, "n1", "n2", "n4"))},
+		},
+		deleted: 2,
+		asks:    "n1,n2",
+	}, {
+		name: "the leader it names no longer leads: the one gossip names answers",
+		r:    fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent},
+		peers: []fakePeer{
+			{name: "n1", status: membership.StatusAlive, report: reports(part("n4", 5, 100, 100, "n1", "n2", "n4"))},
+			{name: "n4", status: membership.StatusAlive, leading: []uint32{5}, report: reports(part("n4", 5, 100, 100, "n1", "n2", "n4"))},
+		},
+		deleted: 2,
+		asks:    "n1,n4",
 	}, {
 		name: "only a self-reported leader counts",
 		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
@@ -136,6 +159,7 @@ func TestCollectRemoved(t *testing.T) {
 			{name: "n2", status: membership.StatusAlive, report: unreachable},
 			{name: "n4", status: membership.StatusSuspect, report: reports(part("", 4, 100, 100, "n1", "n2", "n4"))},
 		},
+		asks: "n1,n2,n4",
 	}, {
 		name:  "dead members are not asked",
 		r:     fakeReplica{pid: 5, member: true, lastContact: silent},
@@ -178,6 +202,44 @@ func TestCollectRemoved(t *testing.T) {
 			if got != tc.deleted {
 				t.Errorf("deleted in pass %d, want %d (0: kept); asked: %s", got, tc.deleted, strings.Join(asked, "; "))
 			}
+			if want := "pass 1: " + tc.asks; tc.asks != "" && asked[0] != want {
+				t.Errorf("asked %q, want %q", asked[0], want)
+			}
 		})
+	}
+}
+
+// TestCollectRemovedAsksEachPeerOncePerPass: however many replicas need a
+// leader's word, one pass asks each other member at most once.
+func TestCollectRemovedAsksEachPeerOncePerPass(t *testing.T) {
+	n := &Node{
+		cfg:      Config{Name: "n3", HeartbeatTimeout: 300 * time.Millisecond},
+		log:      slog.New(slog.DiscardHandler),
+		removals: map[uint32]removalSeen{},
+	}
+	members := []membership.Member{
+		{Meta: membership.Meta{Name: "n1"}, Status: membership.StatusAlive},
+		{Meta: membership.Meta{Name: "n2"}, Status: membership.StatusSuspect},
+		{Meta: membership.Meta{Name: "n4"}, Status: membership.StatusAlive},
+	}
+	asked := map[string]int{}
+	rp := newPeerReports("n3", members, func(_ context.Context, m membership.Member) ([]*ringkvv1.Partition, error) {
+		asked[m.Meta.Name]++
+		if m.Meta.Name == "n2" {
+			return nil, errors.New("timeout")
+		}
+		return nil, nil // leads nothing
+	})
+	silent := time.Now().Add(-time.Minute)
+	for pid := range uint32(16) {
+		r := fakeReplica{pid: pid, member: true, leader: "n1", lastContact: silent}
+		if why := n.removedReason(t.Context(), r, nil, rp); why != "" {
+			t.Fatalf("partition %d deleted (%s) though no member reports itself as its leader", pid, why)
+		}
+	}
+	for _, m := range members {
+		if asked[m.Meta.Name] != 1 {
+			t.Errorf("%s asked %d times in one pass over 16 replicas; want once (asked: %v)", m.Meta.Name, asked[m.Meta.Name], asked)
+		}
 	}
 }
