@@ -28,7 +28,6 @@ const (
 	// "unimplemented" (an older version) gets single calls before the
 	// client tries Batch again.
 	unsupportedFor = 10 * time.Second
-	batchGrace     = 50 * time.Millisecond
 )
 
 // batcher sends one node's single-key operations in KV.Batch calls. An
@@ -92,11 +91,10 @@ func (b *batcher) do(ctx context.Context, op *ringkvv1.BatchOp) (res *ringkvv1.B
 	if b.c.closed.Load() {
 		return nil, newError(ErrClosed, nil, "client closed"), true
 	}
-	started := true
-	b.start.Do(func() { started = b.c.goBackground(b.run) })
-	if !started {
-		return nil, newError(ErrClosed, nil, "client closed"), true
-	}
+	b.start.Do(func() {
+		b.c.bg.Add(1)
+		go b.run()
+	})
 	q := &queuedOp{op: op, ctx: ctx, size: size, answered: make(chan opAnswer, 1)}
 	select {
 	case b.queue <- q:
@@ -117,6 +115,7 @@ func (b *batcher) do(ctx context.Context, op *ringkvv1.BatchOp) (res *ringkvv1.B
 // run forms batches until the Client closes. Operations still queued then
 // are answered "client closed" without being sent.
 func (b *batcher) run() {
+	defer b.c.bg.Done()
 	done := b.c.bgCtx.Done()
 	for {
 		var first *queuedOp
@@ -189,16 +188,11 @@ func (b *batcher) send(ops []*queuedOp) {
 		q.op.TimeoutMs = uint32(max(1, (dl.Sub(now)+time.Millisecond-1)/time.Millisecond))
 		req.Ops[i] = q.op
 	}
-	// A little past the last operation's deadline, so that an operation's
-	// own deadline always ends its wait first and is seen as the caller's
-	// timeout, not as a failed connection.
-	ctx, cancel := context.WithDeadline(context.Background(), last.Add(batchGrace))
+	ctx, cancel := context.WithDeadline(context.Background(), last)
 	defer cancel()
 	resp, err := b.kv.Batch(ctx, connect.NewRequest(req))
 	switch {
-	case connect.CodeOf(err) == connect.CodeUnimplemented:
-		// A node without Batch answers 404, which Connect reports as
-		// unimplemented (not as the node's own wire error).
+	case err != nil && connect.IsWireError(err) && connect.CodeOf(err) == connect.CodeUnimplemented:
 		b.unsupportedUntil.Store(time.Now().Add(unsupportedFor).UnixNano())
 		b.c.log.Debug("ringkv: node does not serve Batch; sending single calls", "endpoint", b.addr)
 		for _, q := range ops {

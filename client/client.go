@@ -31,7 +31,6 @@ type Client struct {
 	endpoints map[string]*endpoint
 
 	closed   atomic.Bool
-	bgMu     sync.Mutex // orders starting background work against Close
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -88,10 +87,7 @@ func (c *Client) ClientID() uint64 { return c.clientID }
 // ErrClosed; requests in flight finish their current attempt. Close is
 // idempotent.
 func (c *Client) Close() error {
-	c.bgMu.Lock()
-	wasClosed := c.closed.Swap(true)
-	c.bgMu.Unlock()
-	if wasClosed {
+	if c.closed.Swap(true) {
 		return nil
 	}
 	c.bgCancel()
@@ -131,28 +127,12 @@ func (c *Client) refreshRoutesAsync(onlyIfEmpty bool) {
 	if c.closed.Load() || !c.router.startRefresh(onlyIfEmpty) {
 		return
 	}
-	if !c.goBackground(func() {
-		defer c.router.finishRefresh()
-		c.refreshRoutes(c.bgCtx)
-	}) {
-		c.router.finishRefresh()
-	}
-}
-
-// goBackground runs f on a goroutine that Close waits for, unless the
-// Client is closed.
-func (c *Client) goBackground(f func()) bool {
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	if c.closed.Load() {
-		return false
-	}
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
-		f()
+		defer c.router.finishRefresh()
+		c.refreshRoutes(c.bgCtx)
 	}()
-	return true
 }
 
 // refreshRoutes asks one endpoint for the partition table, once.

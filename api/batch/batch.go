@@ -124,11 +124,6 @@ func errorResult(err error) *ringkvv1.BatchResult {
 	if ce, ok := errors.AsType[*connect.Error](err); ok {
 		e.Message = ce.Message()
 		e.Leader = ce.Meta().Get(LeaderHeader)
-	} else if errors.Is(err, context.DeadlineExceeded) {
-		// As Connect itself answers a single call that failed so.
-		e.Code = uint32(connect.CodeDeadlineExceeded)
-	} else if errors.Is(err, context.Canceled) {
-		e.Code = uint32(connect.CodeCanceled)
 	}
 	return &ringkvv1.BatchResult{Result: &ringkvv1.BatchResult_Error{Error: e}}
 }
