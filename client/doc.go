@@ -10,19 +10,6 @@
 // request waits for the table: until it is there, requests go to the
 // configured endpoints in turn.
 //
-// # Batching
-//
-// Get, Put, Delete and CompareAndSwap calls that are in flight together to
-// the same node share KV.Batch calls: an operation waits only while
-// Config.BatchesInFlight batches to its node are outstanding, and then
-// leaves with every operation queued meanwhile (at most Config.BatchOps). A
-// lone caller's operation leaves at once. The node serves each operation
-// exactly as a call of its own (package batch), and each keeps its own
-// attempt deadline, retries, result and error: a batch is not a
-// transaction. Operations over 64 KiB go alone; a node that does not serve
-// Batch (an older version) gets single calls for 10 s before the Client
-// tries again. Config.BatchOps = 1 turns batching off.
-//
 // # Guarantees
 //
 //   - Strong reads (the default) are linearizable. Eventual reads are answered
