@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ringkv/ringkv/api/batch"
 	"github.com/ringkv/ringkv/client"
 )
 
@@ -22,7 +21,6 @@ type benchOptions struct {
 	consistency string
 	clients     int
 	conns       int
-	batch       int
 	duration    time.Duration
 	count       int
 	valueSize   int
@@ -88,7 +86,6 @@ stderr is a terminal.`,
 	f.StringVar(&o.consistency, "consistency", "strong", "read consistency: strong or eventual")
 	f.IntVar(&o.clients, "clients", 16, "concurrent clients (goroutines)")
 	f.IntVar(&o.conns, "conns", 0, "connections per node, shared by the clients (default min(clients, 8))")
-	f.IntVar(&o.batch, "batch", client.DefaultConfig().BatchOps, "most operations per Batch call to a node (1: every operation its own call)")
 	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run (ignored with -n)")
 	f.IntVarP(&o.count, "count", "n", 0, "run this many operations instead of for --duration")
 	f.IntVar(&o.valueSize, "value-size", 100, "value size in bytes")
@@ -122,8 +119,6 @@ func (o *benchOptions) validate() (client.Consistency, error) {
 		return 0, usagef("--clients must be at least 1, got %d", o.clients)
 	case o.conns < 1:
 		return 0, usagef("--conns must be at least 1, got %d", o.conns)
-	case o.batch < 1 || o.batch > batch.MaxOps:
-		return 0, usagef("--batch must be between 1 and %d, got %d", batch.MaxOps, o.batch)
 	case o.count < 0:
 		return 0, usagef("-n must not be negative, got %d", o.count)
 	case o.count == 0 && o.duration <= 0:
@@ -156,7 +151,7 @@ func (a *app) bench(ctx context.Context, o benchOptions, cons client.Consistency
 	for range o.conns {
 		// Each Client has its own HTTP transport, hence its own connection
 		// to each node.
-		c, err := a.newClient(func(cfg *client.Config) { cfg.BatchOps = o.batch })
+		c, err := a.newClient(nil)
 		if err != nil {
 			return err
 		}

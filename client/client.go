@@ -41,7 +41,6 @@ type endpoint struct {
 	addr    string
 	kv      ringkvv1connect.KVClient
 	cluster ringkvv1connect.ClusterClient
-	batch   *batcher
 }
 
 // New returns a Client for cfg. It does not contact the cluster: the first
@@ -114,7 +113,6 @@ func (c *Client) endpoint(addr string) *endpoint {
 		kv:      ringkvv1connect.NewKVClient(c.httpClient, url, noGzip),
 		cluster: ringkvv1connect.NewClusterClient(c.httpClient, url, noGzip),
 	}
-	e.batch = newBatcher(c, addr, e.kv)
 	c.endpoints[addr] = e
 	return e
 }
@@ -167,10 +165,11 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (KV, e
 	req := &ringkvv1.GetRequest{Key: key, Consistency: o.consistency.String()}
 	var out KV
 	err := c.do(ctx, "get", rt, false, func(ctx context.Context, e *endpoint) (http.Header, error) {
-		m, hdr, err := e.get(ctx, req)
+		resp, err := e.kv.Get(ctx, connect.NewRequest(req))
 		if err != nil {
 			return nil, err
 		}
+		m := resp.Msg
 		out = KV{Key: m.GetKey(), Value: m.GetValue(), Version: m.GetVersion(), Receipt: ReadReceipt{
 			ServedBy:     m.GetReceipt().GetServedBy(),
 			AppliedIndex: m.GetReceipt().GetAppliedIndex(),
@@ -180,7 +179,7 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (KV, e
 		if out.Key == nil {
 			out.Key = key
 		}
-		return hdr, nil
+		return resp.Header(), nil
 	})
 	if err != nil {
 		return KV{}, err
@@ -201,12 +200,12 @@ func (c *Client) write(ctx context.Context, op string, key []byte, fn func(ctx c
 // Put writes value under key and returns the key's new version.
 func (c *Client) Put(ctx context.Context, key, value []byte) (version uint64, err error) {
 	err = c.write(ctx, "put", key, func(ctx context.Context, e *endpoint, id *ringkvv1.RequestID) (http.Header, error) {
-		m, hdr, err := e.put(ctx, &ringkvv1.PutRequest{Key: key, Value: value, RequestId: id})
+		resp, err := e.kv.Put(ctx, connect.NewRequest(&ringkvv1.PutRequest{Key: key, Value: value, RequestId: id}))
 		if err != nil {
 			return nil, err
 		}
-		version = m.GetVersion()
-		return hdr, nil
+		version = resp.Msg.GetVersion()
+		return resp.Header(), nil
 	})
 	return version, err
 }
@@ -215,12 +214,12 @@ func (c *Client) Put(ctx context.Context, key, value []byte) (version uint64, er
 // not an error).
 func (c *Client) Delete(ctx context.Context, key []byte) (deleted bool, err error) {
 	err = c.write(ctx, "delete", key, func(ctx context.Context, e *endpoint, id *ringkvv1.RequestID) (http.Header, error) {
-		m, hdr, err := e.delete(ctx, &ringkvv1.DeleteRequest{Key: key, RequestId: id})
+		resp, err := e.kv.Delete(ctx, connect.NewRequest(&ringkvv1.DeleteRequest{Key: key, RequestId: id}))
 		if err != nil {
 			return nil, err
 		}
-		deleted = m.GetDeleted()
-		return hdr, nil
+		deleted = resp.Msg.GetDeleted()
+		return resp.Header(), nil
 	})
 	return deleted, err
 }
@@ -246,14 +245,12 @@ func (c *Client) CompareAndSwap(ctx context.Context, key []byte, cond Condition,
 	}
 	var out CASResult
 	err := c.write(ctx, "cas", key, func(ctx context.Context, e *endpoint, id *ringkvv1.RequestID) (http.Header, error) {
-		// A fresh message per attempt: a batch may still be sending the
-		// last one.
-		m, hdr, err := e.compareAndSwap(ctx, &ringkvv1.CompareAndSwapRequest{
-			Key: req.Key, Expect: req.Expect, NewValue: req.NewValue, RequestId: id,
-		})
+		req.RequestId = id // the same on every attempt
+		resp, err := e.kv.CompareAndSwap(ctx, connect.NewRequest(req))
 		if err != nil {
 			return nil, err
 		}
+		m := resp.Msg
 		out = CASResult{
 			Succeeded:      m.GetSucceeded(),
 			Version:        m.GetVersion(),
@@ -261,7 +258,7 @@ func (c *Client) CompareAndSwap(ctx context.Context, key []byte, cond Condition,
 			CurrentValue:   m.GetCurrentValue(),
 			CurrentVersion: m.GetCurrentVersion(),
 		}
-		return hdr, nil
+		return resp.Header(), nil
 	})
 	return out, err
 }

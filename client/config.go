@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/ringkv/ringkv/api/batch"
 )
 
 // Config configures a Client. Start from DefaultConfig and set Endpoints.
@@ -36,30 +34,18 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives retry and routing decisions at debug level. Nil: none.
 	Logger *slog.Logger
-	// BatchOps is the most single-key operations (Get, Put, Delete,
-	// CompareAndSwap) the client sends to a node in one KV.Batch call; 1
-	// turns batching off. Batching never delays a lone operation: one
-	// waits only while BatchesInFlight batches to its node are outstanding,
-	// then leaves with whatever queued meanwhile. Each operation keeps its
-	// own deadline, retries, result and error; a batch is not a transaction.
-	BatchOps int
-	// BatchesInFlight is how many Batch calls to one node may be
-	// outstanding at once.
-	BatchesInFlight int
 }
 
 // DefaultConfig returns the defaults, with Endpoints set to the default
 // local node (127.0.0.1:7101).
 func DefaultConfig() Config {
 	return Config{
-		Endpoints:       []string{"127.0.0.1:7101"},
-		DialTimeout:     2 * time.Second,
-		RequestTimeout:  3 * time.Second,
-		MaxAttempts:     10,
-		BackoffBase:     25 * time.Millisecond,
-		BackoffMax:      1 * time.Second,
-		BatchOps:        128,
-		BatchesInFlight: 2,
+		Endpoints:      []string{"127.0.0.1:7101"},
+		DialTimeout:    2 * time.Second,
+		RequestTimeout: 3 * time.Second,
+		MaxAttempts:    10,
+		BackoffBase:    25 * time.Millisecond,
+		BackoffMax:     1 * time.Second,
 	}
 }
 
@@ -67,14 +53,12 @@ func DefaultConfig() Config {
 // in-process servers.
 func TestConfig(endpoints ...string) Config {
 	return Config{
-		Endpoints:       endpoints,
-		DialTimeout:     500 * time.Millisecond,
-		RequestTimeout:  500 * time.Millisecond,
-		MaxAttempts:     5,
-		BackoffBase:     time.Millisecond,
-		BackoffMax:      10 * time.Millisecond,
-		BatchOps:        128,
-		BatchesInFlight: 2,
+		Endpoints:      endpoints,
+		DialTimeout:    500 * time.Millisecond,
+		RequestTimeout: 500 * time.Millisecond,
+		MaxAttempts:    5,
+		BackoffBase:    time.Millisecond,
+		BackoffMax:     10 * time.Millisecond,
 	}
 }
 
@@ -99,10 +83,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: config: BackoffBase is %v; it must be positive", ErrInvalidArgument, c.BackoffBase)
 	case c.BackoffMax < c.BackoffBase:
 		return fmt.Errorf("%w: config: BackoffMax (%v) is below BackoffBase (%v)", ErrInvalidArgument, c.BackoffMax, c.BackoffBase)
-	case c.BatchOps < 1 || c.BatchOps > batch.MaxOps:
-		return fmt.Errorf("%w: config: BatchOps is %d; it must be between 1 (no batching) and %d", ErrInvalidArgument, c.BatchOps, batch.MaxOps)
-	case c.BatchesInFlight < 1:
-		return fmt.Errorf("%w: config: BatchesInFlight is %d; it must be at least 1", ErrInvalidArgument, c.BatchesInFlight)
 	}
 	return nil
 }

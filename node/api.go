@@ -8,7 +8,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/ringkv/ringkv/api/batch"
 	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
 	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
 	"github.com/ringkv/ringkv/raftfsm"
@@ -153,16 +152,6 @@ func (s kvService) CompareAndSwap(ctx context.Context, req *connect.Request[ring
 		out.Version = res.Version
 	} else {
 		out.CurrentExists, out.CurrentValue, out.CurrentVersion = res.Exists, res.Value, res.Version
-	}
-	return connect.NewResponse(out), nil
-}
-
-// Batch serves each operation as its own call would be served; see
-// package batch. Each operation is counted under its own procedure too.
-func (s kvService) Batch(ctx context.Context, req *connect.Request[ringkvv1.BatchRequest]) (*connect.Response[ringkvv1.BatchResponse], error) {
-	out, err := batch.Serve(ctx, s, req.Msg, s.n.metrics.observe)
-	if err != nil {
-		return nil, err
 	}
 	return connect.NewResponse(out), nil
 }

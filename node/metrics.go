@@ -26,7 +26,7 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		n: n,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ringkv_requests_total", Help: "API requests by procedure and result code; each operation of a Batch call also counts under its own procedure.",
+			Name: "ringkv_requests_total", Help: "API requests by procedure and result code.",
 		}, []string{"procedure", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ringkv_request_duration_seconds", Help: "API request latency by procedure.",
@@ -111,19 +111,14 @@ func (m *metrics) interceptor() connect.Interceptor {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			start := time.Now()
 			resp, err := next(ctx, req)
-			m.observe(req.Spec().Procedure, start, err)
+			proc := req.Spec().Procedure
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+			}
+			m.requests.WithLabelValues(proc, code).Inc()
+			m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
 			return resp, err
 		}
 	})
-}
-
-// observe counts and times one answered call, or one operation of a batch
-// under its single-call procedure name.
-func (m *metrics) observe(proc string, start time.Time, err error) {
-	code := "ok"
-	if err != nil {
-		code = connect.CodeOf(err).String()
-	}
-	m.requests.WithLabelValues(proc, code).Inc()
-	m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
 }

@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ringkv/ringkv/api/batch"
 	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
 	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
 )
@@ -129,19 +128,4 @@ func (n *Node) CompareAndSwap(ctx context.Context, req *connect.Request[ringkvv1
 		return nil, err
 	}
 	return connect.NewResponse(out.(*ringkvv1.CompareAndSwapResponse)), nil
-}
-
-// Batch records the call (a Hook may fail it whole, as for a node that
-// cannot be reached) and serves each operation through the methods above,
-// as a real node does, so each is recorded and hooked under its own
-// procedure too.
-func (n *Node) Batch(ctx context.Context, req *connect.Request[ringkvv1.BatchRequest]) (*connect.Response[ringkvv1.BatchResponse], error) {
-	if err := n.enter(ctx, ringkvv1connect.KVBatchProcedure, req.Msg, req.Header()); err != nil {
-		return nil, err
-	}
-	out, err := batch.Serve(ctx, n, req.Msg, nil)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(out), nil
 }

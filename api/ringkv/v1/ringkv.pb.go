@@ -697,415 +697,6 @@ func (x *CompareAndSwapResponse) GetCurrentVersion() uint64 {
 	return 0
 }
 
-// At most 1024 operations per batch.
-type BatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ops           []*BatchOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchRequest) Reset() {
-	*x = BatchRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchRequest) ProtoMessage() {}
-
-func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
-func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *BatchRequest) GetOps() []*BatchOp {
-	if x != nil {
-		return x.Ops
-	}
-	return nil
-}
-
-type BatchOp struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Op:
-	//
-	//	*BatchOp_Get
-	//	*BatchOp_Put
-	//	*BatchOp_Delete
-	//	*BatchOp_CompareAndSwap
-	Op isBatchOp_Op `protobuf_oneof:"op"`
-	// How long this operation may take, in milliseconds, as the deadline of a
-	// call of its own would say (0: the batch call's deadline). A node answers
-	// a little before it, as it does for single calls.
-	TimeoutMs     uint32 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchOp) Reset() {
-	*x = BatchOp{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchOp) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchOp) ProtoMessage() {}
-
-func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
-func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *BatchOp) GetOp() isBatchOp_Op {
-	if x != nil {
-		return x.Op
-	}
-	return nil
-}
-
-func (x *BatchOp) GetGet() *GetRequest {
-	if x != nil {
-		if x, ok := x.Op.(*BatchOp_Get); ok {
-			return x.Get
-		}
-	}
-	return nil
-}
-
-func (x *BatchOp) GetPut() *PutRequest {
-	if x != nil {
-		if x, ok := x.Op.(*BatchOp_Put); ok {
-			return x.Put
-		}
-	}
-	return nil
-}
-
-func (x *BatchOp) GetDelete() *DeleteRequest {
-	if x != nil {
-		if x, ok := x.Op.(*BatchOp_Delete); ok {
-			return x.Delete
-		}
-	}
-	return nil
-}
-
-func (x *BatchOp) GetCompareAndSwap() *CompareAndSwapRequest {
-	if x != nil {
-		if x, ok := x.Op.(*BatchOp_CompareAndSwap); ok {
-			return x.CompareAndSwap
-		}
-	}
-	return nil
-}
-
-func (x *BatchOp) GetTimeoutMs() uint32 {
-	if x != nil {
-		return x.TimeoutMs
-	}
-	return 0
-}
-
-type isBatchOp_Op interface {
-	isBatchOp_Op()
-}
-
-type BatchOp_Get struct {
-	Get *GetRequest `protobuf:"bytes,1,opt,name=get,proto3,oneof"`
-}
-
-type BatchOp_Put struct {
-	Put *PutRequest `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
-}
-
-type BatchOp_Delete struct {
-	Delete *DeleteRequest `protobuf:"bytes,3,opt,name=delete,proto3,oneof"`
-}
-
-type BatchOp_CompareAndSwap struct {
-	CompareAndSwap *CompareAndSwapRequest `protobuf:"bytes,4,opt,name=compare_and_swap,json=compareAndSwap,proto3,oneof"`
-}
-
-func (*BatchOp_Get) isBatchOp_Op() {}
-
-func (*BatchOp_Put) isBatchOp_Op() {}
-
-func (*BatchOp_Delete) isBatchOp_Op() {}
-
-func (*BatchOp_CompareAndSwap) isBatchOp_Op() {}
-
-// One result per operation, in the order of BatchRequest.ops.
-type BatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchResponse) Reset() {
-	*x = BatchResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[12]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchResponse) ProtoMessage() {}
-
-func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[12]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
-func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *BatchResponse) GetResults() []*BatchResult {
-	if x != nil {
-		return x.Results
-	}
-	return nil
-}
-
-type BatchResult struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Result:
-	//
-	//	*BatchResult_Get
-	//	*BatchResult_Put
-	//	*BatchResult_Delete
-	//	*BatchResult_CompareAndSwap
-	//	*BatchResult_Error
-	Result        isBatchResult_Result `protobuf_oneof:"result"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchResult) Reset() {
-	*x = BatchResult{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchResult) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchResult) ProtoMessage() {}
-
-func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
-func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *BatchResult) GetResult() isBatchResult_Result {
-	if x != nil {
-		return x.Result
-	}
-	return nil
-}
-
-func (x *BatchResult) GetGet() *GetResponse {
-	if x != nil {
-		if x, ok := x.Result.(*BatchResult_Get); ok {
-			return x.Get
-		}
-	}
-	return nil
-}
-
-func (x *BatchResult) GetPut() *PutResponse {
-	if x != nil {
-		if x, ok := x.Result.(*BatchResult_Put); ok {
-			return x.Put
-		}
-	}
-	return nil
-}
-
-func (x *BatchResult) GetDelete() *DeleteResponse {
-	if x != nil {
-		if x, ok := x.Result.(*BatchResult_Delete); ok {
-			return x.Delete
-		}
-	}
-	return nil
-}
-
-func (x *BatchResult) GetCompareAndSwap() *CompareAndSwapResponse {
-	if x != nil {
-		if x, ok := x.Result.(*BatchResult_CompareAndSwap); ok {
-			return x.CompareAndSwap
-		}
-	}
-	return nil
-}
-
-func (x *BatchResult) GetError() *BatchError {
-	if x != nil {
-		if x, ok := x.Result.(*BatchResult_Error); ok {
-			return x.Error
-		}
-	}
-	return nil
-}
-
-type isBatchResult_Result interface {
-	isBatchResult_Result()
-}
-
-type BatchResult_Get struct {
-	Get *GetResponse `protobuf:"bytes,1,opt,name=get,proto3,oneof"`
-}
-
-type BatchResult_Put struct {
-	Put *PutResponse `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
-}
-
-type BatchResult_Delete struct {
-	Delete *DeleteResponse `protobuf:"bytes,3,opt,name=delete,proto3,oneof"`
-}
-
-type BatchResult_CompareAndSwap struct {
-	CompareAndSwap *CompareAndSwapResponse `protobuf:"bytes,4,opt,name=compare_and_swap,json=compareAndSwap,proto3,oneof"`
-}
-
-type BatchResult_Error struct {
-	Error *BatchError `protobuf:"bytes,5,opt,name=error,proto3,oneof"`
-}
-
-func (*BatchResult_Get) isBatchResult_Result() {}
-
-func (*BatchResult_Put) isBatchResult_Result() {}
-
-func (*BatchResult_Delete) isBatchResult_Result() {}
-
-func (*BatchResult_CompareAndSwap) isBatchResult_Result() {}
-
-func (*BatchResult_Error) isBatchResult_Result() {}
-
-// The error a single call of the operation would have returned.
-type BatchError struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The Connect / gRPC status code (5 not_found, 14 unavailable, ...).
-	Code    uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	// The client address of the partition's leader when the node knows it:
-	// the Ringkv-Leader header of a single call's error.
-	Leader        string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BatchError) Reset() {
-	*x = BatchError{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BatchError) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BatchError) ProtoMessage() {}
-
-func (x *BatchError) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
-func (*BatchError) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *BatchError) GetCode() uint32 {
-	if x != nil {
-		return x.Code
-	}
-	return 0
-}
-
-func (x *BatchError) GetMessage() string {
-	if x != nil {
-		return x.Message
-	}
-	return ""
-}
-
-func (x *BatchError) GetLeader() string {
-	if x != nil {
-		return x.Leader
-	}
-	return ""
-}
-
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1114,7 +705,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[15]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +717,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[15]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +730,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{15}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{10}
 }
 
 type Member struct {
@@ -1160,7 +751,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[16]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +763,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[16]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +776,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{16}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Member) GetName() string {
@@ -1246,7 +837,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[17]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +849,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[17]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +862,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{17}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1292,7 +883,7 @@ type PartitionsRequest struct {
 
 func (x *PartitionsRequest) Reset() {
 	*x = PartitionsRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[18]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +895,7 @@ func (x *PartitionsRequest) String() string {
 func (*PartitionsRequest) ProtoMessage() {}
 
 func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[18]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +908,7 @@ func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionsRequest.ProtoReflect.Descriptor instead.
 func (*PartitionsRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{18}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PartitionsRequest) GetLocalOnly() bool {
@@ -1339,7 +930,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[19]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +942,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[19]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +955,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{19}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Replica) GetNode() string {
@@ -1420,7 +1011,7 @@ type Partition struct {
 
 func (x *Partition) Reset() {
 	*x = Partition{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[20]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1023,7 @@ func (x *Partition) String() string {
 func (*Partition) ProtoMessage() {}
 
 func (x *Partition) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[20]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1036,7 @@ func (x *Partition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partition.ProtoReflect.Descriptor instead.
 func (*Partition) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{20}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Partition) GetId() uint32 {
@@ -1565,7 +1156,7 @@ type PartitionsResponse struct {
 
 func (x *PartitionsResponse) Reset() {
 	*x = PartitionsResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[21]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1168,7 @@ func (x *PartitionsResponse) String() string {
 func (*PartitionsResponse) ProtoMessage() {}
 
 func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[21]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1181,7 @@ func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionsResponse.ProtoReflect.Descriptor instead.
 func (*PartitionsResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{21}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PartitionsResponse) GetPartitionCount() uint32 {
@@ -1622,7 +1213,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[22]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1225,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[22]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1238,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{22}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{17}
 }
 
 type StatusResponse struct {
@@ -1682,7 +1273,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[23]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1285,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[23]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1298,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{23}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -1833,7 +1424,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[24]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1436,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[24]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1449,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{24}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrainRequest) GetNode() string {
@@ -1885,7 +1476,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[25]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +1488,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[25]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +1501,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{25}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainResponse) GetNode() string {
@@ -1938,7 +1529,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[26]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +1541,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[26]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +1554,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{26}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveRequest) GetNode() string {
@@ -1990,7 +1581,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[27]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +1593,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[27]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +1606,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{27}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveResponse) GetRecordedBy() []string {
@@ -2033,7 +1624,7 @@ type PlanRequest struct {
 
 func (x *PlanRequest) Reset() {
 	*x = PlanRequest{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[28]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +1636,7 @@ func (x *PlanRequest) String() string {
 func (*PlanRequest) ProtoMessage() {}
 
 func (x *PlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[28]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +1649,7 @@ func (x *PlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
 func (*PlanRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{28}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{23}
 }
 
 type PartitionPlan struct {
@@ -2080,7 +1671,7 @@ type PartitionPlan struct {
 
 func (x *PartitionPlan) Reset() {
 	*x = PartitionPlan{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[29]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +1683,7 @@ func (x *PartitionPlan) String() string {
 func (*PartitionPlan) ProtoMessage() {}
 
 func (x *PartitionPlan) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[29]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +1696,7 @@ func (x *PartitionPlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionPlan.ProtoReflect.Descriptor instead.
 func (*PartitionPlan) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{29}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PartitionPlan) GetId() uint32 {
@@ -2183,7 +1774,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[30]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +1786,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_ringkv_proto_msgTypes[30]
+	mi := &file_ringkv_v1_ringkv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +1799,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{30}
+	return file_ringkv_v1_ringkv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PlanResponse) GetPartitions() []*PartitionPlan {
@@ -2291,31 +1882,7 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12%\n" +
 	"\x0ecurrent_exists\x18\x03 \x01(\bR\rcurrentExists\x12#\n" +
 	"\rcurrent_value\x18\x04 \x01(\fR\fcurrentValue\x12'\n" +
-	"\x0fcurrent_version\x18\x05 \x01(\x04R\x0ecurrentVersion\"4\n" +
-	"\fBatchRequest\x12$\n" +
-	"\x03ops\x18\x01 \x03(\v2\x12.ringkv.v1.BatchOpR\x03ops\"\x86\x02\n" +
-	"\aBatchOp\x12)\n" +
-	"\x03get\x18\x01 \x01(\v2\x15.ringkv.v1.GetRequestH\x00R\x03get\x12)\n" +
-	"\x03put\x18\x02 \x01(\v2\x15.ringkv.v1.PutRequestH\x00R\x03put\x122\n" +
-	"\x06delete\x18\x03 \x01(\v2\x18.ringkv.v1.DeleteRequestH\x00R\x06delete\x12L\n" +
-	"\x10compare_and_swap\x18\x04 \x01(\v2 .ringkv.v1.CompareAndSwapRequestH\x00R\x0ecompareAndSwap\x12\x1d\n" +
-	"\n" +
-	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMsB\x04\n" +
-	"\x02op\"A\n" +
-	"\rBatchResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.ringkv.v1.BatchResultR\aresults\"\xa2\x02\n" +
-	"\vBatchResult\x12*\n" +
-	"\x03get\x18\x01 \x01(\v2\x16.ringkv.v1.GetResponseH\x00R\x03get\x12*\n" +
-	"\x03put\x18\x02 \x01(\v2\x16.ringkv.v1.PutResponseH\x00R\x03put\x123\n" +
-	"\x06delete\x18\x03 \x01(\v2\x19.ringkv.v1.DeleteResponseH\x00R\x06delete\x12M\n" +
-	"\x10compare_and_swap\x18\x04 \x01(\v2!.ringkv.v1.CompareAndSwapResponseH\x00R\x0ecompareAndSwap\x12-\n" +
-	"\x05error\x18\x05 \x01(\v2\x15.ringkv.v1.BatchErrorH\x00R\x05errorB\b\n" +
-	"\x06result\"R\n" +
-	"\n" +
-	"BatchError\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\tR\x06leader\"\x10\n" +
+	"\x0fcurrent_version\x18\x05 \x01(\x04R\x0ecurrentVersion\"\x10\n" +
 	"\x0eMembersRequest\"\xc9\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -2412,13 +1979,12 @@ const file_ringkv_v1_ringkv_proto_rawDesc = "" +
 	"partitions\x12)\n" +
 	"\x10under_replicated\x18\x02 \x01(\rR\x0funderReplicated\x12\x16\n" +
 	"\x06moving\x18\x03 \x01(\rR\x06moving\x12#\n" +
-	"\rmoves_planned\x18\x04 \x01(\rR\fmovesPlanned2\xc2\x02\n" +
+	"\rmoves_planned\x18\x04 \x01(\rR\fmovesPlanned2\x86\x02\n" +
 	"\x02KV\x124\n" +
 	"\x03Get\x12\x15.ringkv.v1.GetRequest\x1a\x16.ringkv.v1.GetResponse\x124\n" +
 	"\x03Put\x12\x15.ringkv.v1.PutRequest\x1a\x16.ringkv.v1.PutResponse\x12=\n" +
 	"\x06Delete\x12\x18.ringkv.v1.DeleteRequest\x1a\x19.ringkv.v1.DeleteResponse\x12U\n" +
-	"\x0eCompareAndSwap\x12 .ringkv.v1.CompareAndSwapRequest\x1a!.ringkv.v1.CompareAndSwapResponse\x12:\n" +
-	"\x05Batch\x12\x17.ringkv.v1.BatchRequest\x1a\x18.ringkv.v1.BatchResponse2\x89\x03\n" +
+	"\x0eCompareAndSwap\x12 .ringkv.v1.CompareAndSwapRequest\x1a!.ringkv.v1.CompareAndSwapResponse2\x89\x03\n" +
 	"\aCluster\x12@\n" +
 	"\aMembers\x12\x19.ringkv.v1.MembersRequest\x1a\x1a.ringkv.v1.MembersResponse\x12I\n" +
 	"\n" +
@@ -2440,7 +2006,7 @@ func file_ringkv_v1_ringkv_proto_rawDescGZIP() []byte {
 	return file_ringkv_v1_ringkv_proto_rawDescData
 }
 
-var file_ringkv_v1_ringkv_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_ringkv_v1_ringkv_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_ringkv_v1_ringkv_proto_goTypes = []any{
 	(*RequestID)(nil),              // 0: ringkv.v1.RequestID
 	(*ReadReceipt)(nil),            // 1: ringkv.v1.ReadReceipt
@@ -2452,75 +2018,57 @@ var file_ringkv_v1_ringkv_proto_goTypes = []any{
 	(*DeleteResponse)(nil),         // 7: ringkv.v1.DeleteResponse
 	(*CompareAndSwapRequest)(nil),  // 8: ringkv.v1.CompareAndSwapRequest
 	(*CompareAndSwapResponse)(nil), // 9: ringkv.v1.CompareAndSwapResponse
-	(*BatchRequest)(nil),           // 10: ringkv.v1.BatchRequest
-	(*BatchOp)(nil),                // 11: ringkv.v1.BatchOp
-	(*BatchResponse)(nil),          // 12: ringkv.v1.BatchResponse
-	(*BatchResult)(nil),            // 13: ringkv.v1.BatchResult
-	(*BatchError)(nil),             // 14: ringkv.v1.BatchError
-	(*MembersRequest)(nil),         // 15: ringkv.v1.MembersRequest
-	(*Member)(nil),                 // 16: ringkv.v1.Member
-	(*MembersResponse)(nil),        // 17: ringkv.v1.MembersResponse
-	(*PartitionsRequest)(nil),      // 18: ringkv.v1.PartitionsRequest
-	(*Replica)(nil),                // 19: ringkv.v1.Replica
-	(*Partition)(nil),              // 20: ringkv.v1.Partition
-	(*PartitionsResponse)(nil),     // 21: ringkv.v1.PartitionsResponse
-	(*StatusRequest)(nil),          // 22: ringkv.v1.StatusRequest
-	(*StatusResponse)(nil),         // 23: ringkv.v1.StatusResponse
-	(*DrainRequest)(nil),           // 24: ringkv.v1.DrainRequest
-	(*DrainResponse)(nil),          // 25: ringkv.v1.DrainResponse
-	(*RemoveRequest)(nil),          // 26: ringkv.v1.RemoveRequest
-	(*RemoveResponse)(nil),         // 27: ringkv.v1.RemoveResponse
-	(*PlanRequest)(nil),            // 28: ringkv.v1.PlanRequest
-	(*PartitionPlan)(nil),          // 29: ringkv.v1.PartitionPlan
-	(*PlanResponse)(nil),           // 30: ringkv.v1.PlanResponse
+	(*MembersRequest)(nil),         // 10: ringkv.v1.MembersRequest
+	(*Member)(nil),                 // 11: ringkv.v1.Member
+	(*MembersResponse)(nil),        // 12: ringkv.v1.MembersResponse
+	(*PartitionsRequest)(nil),      // 13: ringkv.v1.PartitionsRequest
+	(*Replica)(nil),                // 14: ringkv.v1.Replica
+	(*Partition)(nil),              // 15: ringkv.v1.Partition
+	(*PartitionsResponse)(nil),     // 16: ringkv.v1.PartitionsResponse
+	(*StatusRequest)(nil),          // 17: ringkv.v1.StatusRequest
+	(*StatusResponse)(nil),         // 18: ringkv.v1.StatusResponse
+	(*DrainRequest)(nil),           // 19: ringkv.v1.DrainRequest
+	(*DrainResponse)(nil),          // 20: ringkv.v1.DrainResponse
+	(*RemoveRequest)(nil),          // 21: ringkv.v1.RemoveRequest
+	(*RemoveResponse)(nil),         // 22: ringkv.v1.RemoveResponse
+	(*PlanRequest)(nil),            // 23: ringkv.v1.PlanRequest
+	(*PartitionPlan)(nil),          // 24: ringkv.v1.PartitionPlan
+	(*PlanResponse)(nil),           // 25: ringkv.v1.PlanResponse
 }
 var file_ringkv_v1_ringkv_proto_depIdxs = []int32{
 	1,  // 0: ringkv.v1.GetResponse.receipt:type_name -> ringkv.v1.ReadReceipt
 	0,  // 1: ringkv.v1.PutRequest.request_id:type_name -> ringkv.v1.RequestID
 	0,  // 2: ringkv.v1.DeleteRequest.request_id:type_name -> ringkv.v1.RequestID
 	0,  // 3: ringkv.v1.CompareAndSwapRequest.request_id:type_name -> ringkv.v1.RequestID
-	11, // 4: ringkv.v1.BatchRequest.ops:type_name -> ringkv.v1.BatchOp
-	2,  // 5: ringkv.v1.BatchOp.get:type_name -> ringkv.v1.GetRequest
-	4,  // 6: ringkv.v1.BatchOp.put:type_name -> ringkv.v1.PutRequest
-	6,  // 7: ringkv.v1.BatchOp.delete:type_name -> ringkv.v1.DeleteRequest
-	8,  // 8: ringkv.v1.BatchOp.compare_and_swap:type_name -> ringkv.v1.CompareAndSwapRequest
-	13, // 9: ringkv.v1.BatchResponse.results:type_name -> ringkv.v1.BatchResult
-	3,  // 10: ringkv.v1.BatchResult.get:type_name -> ringkv.v1.GetResponse
-	5,  // 11: ringkv.v1.BatchResult.put:type_name -> ringkv.v1.PutResponse
-	7,  // 12: ringkv.v1.BatchResult.delete:type_name -> ringkv.v1.DeleteResponse
-	9,  // 13: ringkv.v1.BatchResult.compare_and_swap:type_name -> ringkv.v1.CompareAndSwapResponse
-	14, // 14: ringkv.v1.BatchResult.error:type_name -> ringkv.v1.BatchError
-	16, // 15: ringkv.v1.MembersResponse.members:type_name -> ringkv.v1.Member
-	19, // 16: ringkv.v1.Partition.replica_details:type_name -> ringkv.v1.Replica
-	20, // 17: ringkv.v1.PartitionsResponse.partitions:type_name -> ringkv.v1.Partition
-	29, // 18: ringkv.v1.PlanResponse.partitions:type_name -> ringkv.v1.PartitionPlan
-	2,  // 19: ringkv.v1.KV.Get:input_type -> ringkv.v1.GetRequest
-	4,  // 20: ringkv.v1.KV.Put:input_type -> ringkv.v1.PutRequest
-	6,  // 21: ringkv.v1.KV.Delete:input_type -> ringkv.v1.DeleteRequest
-	8,  // 22: ringkv.v1.KV.CompareAndSwap:input_type -> ringkv.v1.CompareAndSwapRequest
-	10, // 23: ringkv.v1.KV.Batch:input_type -> ringkv.v1.BatchRequest
-	15, // 24: ringkv.v1.Cluster.Members:input_type -> ringkv.v1.MembersRequest
-	18, // 25: ringkv.v1.Cluster.Partitions:input_type -> ringkv.v1.PartitionsRequest
-	22, // 26: ringkv.v1.Cluster.Status:input_type -> ringkv.v1.StatusRequest
-	24, // 27: ringkv.v1.Cluster.Drain:input_type -> ringkv.v1.DrainRequest
-	26, // 28: ringkv.v1.Cluster.Remove:input_type -> ringkv.v1.RemoveRequest
-	28, // 29: ringkv.v1.Cluster.Plan:input_type -> ringkv.v1.PlanRequest
-	3,  // 30: ringkv.v1.KV.Get:output_type -> ringkv.v1.GetResponse
-	5,  // 31: ringkv.v1.KV.Put:output_type -> ringkv.v1.PutResponse
-	7,  // 32: ringkv.v1.KV.Delete:output_type -> ringkv.v1.DeleteResponse
-	9,  // 33: ringkv.v1.KV.CompareAndSwap:output_type -> ringkv.v1.CompareAndSwapResponse
-	12, // 34: ringkv.v1.KV.Batch:output_type -> ringkv.v1.BatchResponse
-	17, // 35: ringkv.v1.Cluster.Members:output_type -> ringkv.v1.MembersResponse
-	21, // 36: ringkv.v1.Cluster.Partitions:output_type -> ringkv.v1.PartitionsResponse
-	23, // 37: ringkv.v1.Cluster.Status:output_type -> ringkv.v1.StatusResponse
-	25, // 38: ringkv.v1.Cluster.Drain:output_type -> ringkv.v1.DrainResponse
-	27, // 39: ringkv.v1.Cluster.Remove:output_type -> ringkv.v1.RemoveResponse
-	30, // 40: ringkv.v1.Cluster.Plan:output_type -> ringkv.v1.PlanResponse
-	30, // [30:41] is the sub-list for method output_type
-	19, // [19:30] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	11, // 4: ringkv.v1.MembersResponse.members:type_name -> ringkv.v1.Member
+	14, // 5: ringkv.v1.Partition.replica_details:type_name -> ringkv.v1.Replica
+	15, // 6: ringkv.v1.PartitionsResponse.partitions:type_name -> ringkv.v1.Partition
+	24, // 7: ringkv.v1.PlanResponse.partitions:type_name -> ringkv.v1.PartitionPlan
+	2,  // 8: ringkv.v1.KV.Get:input_type -> ringkv.v1.GetRequest
+	4,  // 9: ringkv.v1.KV.Put:input_type -> ringkv.v1.PutRequest
+	6,  // 10: ringkv.v1.KV.Delete:input_type -> ringkv.v1.DeleteRequest
+	8,  // 11: ringkv.v1.KV.CompareAndSwap:input_type -> ringkv.v1.CompareAndSwapRequest
+	10, // 12: ringkv.v1.Cluster.Members:input_type -> ringkv.v1.MembersRequest
+	13, // 13: ringkv.v1.Cluster.Partitions:input_type -> ringkv.v1.PartitionsRequest
+	17, // 14: ringkv.v1.Cluster.Status:input_type -> ringkv.v1.StatusRequest
+	19, // 15: ringkv.v1.Cluster.Drain:input_type -> ringkv.v1.DrainRequest
+	21, // 16: ringkv.v1.Cluster.Remove:input_type -> ringkv.v1.RemoveRequest
+	23, // 17: ringkv.v1.Cluster.Plan:input_type -> ringkv.v1.PlanRequest
+	3,  // 18: ringkv.v1.KV.Get:output_type -> ringkv.v1.GetResponse
+	5,  // 19: ringkv.v1.KV.Put:output_type -> ringkv.v1.PutResponse
+	7,  // 20: ringkv.v1.KV.Delete:output_type -> ringkv.v1.DeleteResponse
+	9,  // 21: ringkv.v1.KV.CompareAndSwap:output_type -> ringkv.v1.CompareAndSwapResponse
+	12, // 22: ringkv.v1.Cluster.Members:output_type -> ringkv.v1.MembersResponse
+	16, // 23: ringkv.v1.Cluster.Partitions:output_type -> ringkv.v1.PartitionsResponse
+	18, // 24: ringkv.v1.Cluster.Status:output_type -> ringkv.v1.StatusResponse
+	20, // 25: ringkv.v1.Cluster.Drain:output_type -> ringkv.v1.DrainResponse
+	22, // 26: ringkv.v1.Cluster.Remove:output_type -> ringkv.v1.RemoveResponse
+	25, // 27: ringkv.v1.Cluster.Plan:output_type -> ringkv.v1.PlanResponse
+	18, // [18:28] is the sub-list for method output_type
+	8,  // [8:18] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_ringkv_proto_init() }
@@ -2533,26 +2081,13 @@ func file_ringkv_v1_ringkv_proto_init() {
 		(*CompareAndSwapRequest_ExpectedVersion)(nil),
 		(*CompareAndSwapRequest_ExpectAbsent)(nil),
 	}
-	file_ringkv_v1_ringkv_proto_msgTypes[11].OneofWrappers = []any{
-		(*BatchOp_Get)(nil),
-		(*BatchOp_Put)(nil),
-		(*BatchOp_Delete)(nil),
-		(*BatchOp_CompareAndSwap)(nil),
-	}
-	file_ringkv_v1_ringkv_proto_msgTypes[13].OneofWrappers = []any{
-		(*BatchResult_Get)(nil),
-		(*BatchResult_Put)(nil),
-		(*BatchResult_Delete)(nil),
-		(*BatchResult_CompareAndSwap)(nil),
-		(*BatchResult_Error)(nil),
-	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_ringkv_proto_rawDesc), len(file_ringkv_v1_ringkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

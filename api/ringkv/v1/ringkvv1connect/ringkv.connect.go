@@ -46,8 +46,6 @@ const (
 	KVDeleteProcedure = "/ringkv.v1.KV/Delete"
 	// KVCompareAndSwapProcedure is the fully-qualified name of the KV's CompareAndSwap RPC.
 	KVCompareAndSwapProcedure = "/ringkv.v1.KV/CompareAndSwap"
-	// KVBatchProcedure is the fully-qualified name of the KV's Batch RPC.
-	KVBatchProcedure = "/ringkv.v1.KV/Batch"
 	// ClusterMembersProcedure is the fully-qualified name of the Cluster's Members RPC.
 	ClusterMembersProcedure = "/ringkv.v1.Cluster/Members"
 	// ClusterPartitionsProcedure is the fully-qualified name of the Cluster's Partitions RPC.
@@ -68,12 +66,6 @@ type KVClient interface {
 	Put(context.Context, *connect.Request[v1.PutRequest]) (*connect.Response[v1.PutResponse], error)
 	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
 	CompareAndSwap(context.Context, *connect.Request[v1.CompareAndSwapRequest]) (*connect.Response[v1.CompareAndSwapResponse], error)
-	// Batch runs many independent single-key operations in one call. Each is
-	// served exactly as if it had been sent alone (validation, routing,
-	// forwarding, request ids, its own result or error); the batch is not a
-	// transaction, and the operations run concurrently, in no set order. The
-	// Go client batches concurrent calls to a node this way on its own.
-	Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error)
 }
 
 // NewKVClient constructs a client for the ringkv.v1.KV service. By default, it uses the Connect
@@ -111,12 +103,6 @@ func NewKVClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.
 			connect.WithSchema(kVMethods.ByName("CompareAndSwap")),
 			connect.WithClientOptions(opts...),
 		),
-		batch: connect.NewClient[v1.BatchRequest, v1.BatchResponse](
-			httpClient,
-			baseURL+KVBatchProcedure,
-			connect.WithSchema(kVMethods.ByName("Batch")),
-			connect.WithClientOptions(opts...),
-		),
 	}
 }
 
@@ -126,7 +112,6 @@ type kVClient struct {
 	put            *connect.Client[v1.PutRequest, v1.PutResponse]
 	delete         *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
 	compareAndSwap *connect.Client[v1.CompareAndSwapRequest, v1.CompareAndSwapResponse]
-	batch          *connect.Client[v1.BatchRequest, v1.BatchResponse]
 }
 
 // Get calls ringkv.v1.KV.Get.
@@ -149,23 +134,12 @@ func (c *kVClient) CompareAndSwap(ctx context.Context, req *connect.Request[v1.C
 	return c.compareAndSwap.CallUnary(ctx, req)
 }
 
-// Batch calls ringkv.v1.KV.Batch.
-func (c *kVClient) Batch(ctx context.Context, req *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error) {
-	return c.batch.CallUnary(ctx, req)
-}
-
 // KVHandler is an implementation of the ringkv.v1.KV service.
 type KVHandler interface {
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	Put(context.Context, *connect.Request[v1.PutRequest]) (*connect.Response[v1.PutResponse], error)
 	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
 	CompareAndSwap(context.Context, *connect.Request[v1.CompareAndSwapRequest]) (*connect.Response[v1.CompareAndSwapResponse], error)
-	// Batch runs many independent single-key operations in one call. Each is
-	// served exactly as if it had been sent alone (validation, routing,
-	// forwarding, request ids, its own result or error); the batch is not a
-	// transaction, and the operations run concurrently, in no set order. The
-	// Go client batches concurrent calls to a node this way on its own.
-	Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error)
 }
 
 // NewKVHandler builds an HTTP handler from the service implementation. It returns the path on which
@@ -199,12 +173,6 @@ func NewKVHandler(svc KVHandler, opts ...connect.HandlerOption) (string, http.Ha
 		connect.WithSchema(kVMethods.ByName("CompareAndSwap")),
 		connect.WithHandlerOptions(opts...),
 	)
-	kVBatchHandler := connect.NewUnaryHandler(
-		KVBatchProcedure,
-		svc.Batch,
-		connect.WithSchema(kVMethods.ByName("Batch")),
-		connect.WithHandlerOptions(opts...),
-	)
 	return "/ringkv.v1.KV/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case KVGetProcedure:
@@ -215,8 +183,6 @@ func NewKVHandler(svc KVHandler, opts ...connect.HandlerOption) (string, http.Ha
 			kVDeleteHandler.ServeHTTP(w, r)
 		case KVCompareAndSwapProcedure:
 			kVCompareAndSwapHandler.ServeHTTP(w, r)
-		case KVBatchProcedure:
-			kVBatchHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -240,10 +206,6 @@ func (UnimplementedKVHandler) Delete(context.Context, *connect.Request[v1.Delete
 
 func (UnimplementedKVHandler) CompareAndSwap(context.Context, *connect.Request[v1.CompareAndSwapRequest]) (*connect.Response[v1.CompareAndSwapResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ringkv.v1.KV.CompareAndSwap is not implemented"))
-}
-
-func (UnimplementedKVHandler) Batch(context.Context, *connect.Request[v1.BatchRequest]) (*connect.Response[v1.BatchResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("ringkv.v1.KV.Batch is not implemented"))
 }
 
 // ClusterClient is a client for the ringkv.v1.Cluster service.
