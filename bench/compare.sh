@@ -8,7 +8,7 @@
 # Knobs (environment): DURATION (10s) per workload, CLIENTS (64), PARTITIONS
 # (64), VALUE_SIZE (100), KEYS (10000), IDLE_SECONDS (10: the servers' CPU is
 # also measured with no load, after start), CONNS (default: the bench tools'
-# min(clients, 8) connections per node), SYSTEMS ("etcd ringkv"; name one to
+# one connection per node), SYSTEMS ("etcd ringkv"; name one to
 # run one side), RESULTS_DIR, and the binaries KVD, KVCTL, ETCDBENCH,
 # BENCHREPORT (defaults: ./bin/kvd, ./bin/kvctl, bench/bin/etcdbench,
 # bench/bin/benchreport; `make compare` builds them) and RINGKV_VERSION (what
@@ -141,7 +141,7 @@ measure_idle() {
   echo "machine=$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "duration=$DURATION"
   echo "clients=$CLIENTS"
-  echo "conns=${CONNS:-min(clients, 8) per node}"
+  echo "conns=${CONNS:-1} per node"
   echo "partitions=$PARTITIONS"
   echo "value_size=$VALUE_SIZE"
   echo "keys=$KEYS"

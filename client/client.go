@@ -31,6 +31,7 @@ type Client struct {
 	endpoints map[string]*endpoint
 
 	closed   atomic.Bool
+	bgMu     sync.Mutex // orders starting background work against Close
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -86,7 +87,10 @@ func (c *Client) ClientID() uint64 { return c.clientID }
 // ErrClosed; requests in flight finish their current attempt. Close is
 // idempotent.
 func (c *Client) Close() error {
-	if c.closed.Swap(true) {
+	c.bgMu.Lock()
+	wasClosed := c.closed.Swap(true)
+	c.bgMu.Unlock()
+	if wasClosed {
 		return nil
 	}
 	c.bgCancel()
@@ -123,6 +127,14 @@ func (c *Client) endpoint(addr string) *endpoint {
 // configured endpoints, which forward.
 func (c *Client) refreshRoutesAsync(onlyIfEmpty bool) {
 	if c.closed.Load() || !c.router.startRefresh(onlyIfEmpty) {
+		return
+	}
+	// Under bgMu, so that Close never waits while a refresh is being added
+	// (WaitGroup.Add racing with Wait).
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.closed.Load() {
+		c.router.finishRefresh()
 		return
 	}
 	c.bg.Add(1)

@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.ratio, "ratio", 0.5, "fraction of reads in a mixed run (0 to 1)")
 	fs.StringVar(&o.consistency, "consistency", "strong", "read consistency: strong (linearizable) or eventual (serializable)")
 	fs.IntVar(&o.clients, "clients", 16, "concurrent clients (goroutines)")
-	fs.IntVar(&o.conns, "conns", 0, "connections per member, shared by the clients (default min(clients, 8))")
+	fs.IntVar(&o.conns, "conns", 1, "connections per member, shared by the clients")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run (ignored with -n)")
 	fs.IntVar(&o.count, "n", 0, "run this many operations instead of for --duration")
 	fs.IntVar(&o.count, "count", 0, "same as -n")
@@ -99,11 +99,6 @@ Flags:
 	}
 	if fs.NArg() > 0 {
 		return o, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	conns := false
-	fs.Visit(func(f *flag.Flag) { conns = conns || f.Name == "conns" })
-	if !conns {
-		o.conns = min(o.clients, 8)
 	}
 	return o, o.validate()
 }

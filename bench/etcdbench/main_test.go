@@ -18,11 +18,11 @@ func TestParseFlags(t *testing.T) {
 		explain string
 	}{
 		{"defaults follow kvctl bench", nil, false, func(o options) bool {
-			return o.op == "put" && o.consistency == "strong" && o.clients == 16 && o.conns == 8 &&
+			return o.op == "put" && o.consistency == "strong" && o.clients == 16 && o.conns == 1 &&
 				o.duration == 10*time.Second && o.valueSize == 100 && o.keys == 1000 && o.output == "table"
-		}, "put, strong, 16 clients over 8 conns, 10s, 100 B, 1000 keys"},
-		{"conns default to the client count when fewer", []string{"--clients", "1"}, false,
-			func(o options) bool { return o.conns == 1 }, "1 conn"},
+		}, "put, strong, 16 clients over 1 conn, 10s, 100 B, 1000 keys"},
+		{"more conns when asked", []string{"--clients", "16", "--conns", "4"}, false,
+			func(o options) bool { return o.conns == 4 }, "4 conns"},
 		{"conns never exceed clients", []string{"--clients", "2", "--conns", "5"}, false,
 			func(o options) bool { return o.conns == 2 }, "2 conns"},
 		{"-n and --count are one flag", []string{"-n", "7"}, false,
