@@ -61,7 +61,8 @@ func (a *app) benchCommand() *cobra.Command {
 sharing --conns connections per node, for --duration or until -n operations
 are done. Keys are "bench-%08d" over --keys keys, chosen at random; get,
 mixed and cas runs first write every key once. A cas operation swaps the
-key's value if its version is still the last one that client saw; when
+key's value if its version is still the last one that client saw (at first,
+the pre-load's); when
 another client got there first, the answer (counted as "compare failed",
 not as an error) gives it the version for next time.
 
@@ -140,6 +141,9 @@ type benchRun struct {
 	ops     atomic.Uint64
 	errs    atomic.Uint64
 	casFail atomic.Uint64
+	// loaded is each key's version after the pre-load: a cas worker's
+	// first swap of a key expects it.
+	loaded  []uint64
 	lastErr atomic.Pointer[error]
 }
 
@@ -177,6 +181,7 @@ func (a *app) bench(ctx context.Context, o benchOptions, cons client.Consistency
 
 // preload writes every key once, so that reads find them.
 func (r *benchRun) preload(ctx context.Context, a *app) error {
+	r.loaded = make([]uint64, r.o.keys)
 	var next, done atomic.Int64
 	var failed atomic.Pointer[error]
 	stop := a.progress(func(elapsed time.Duration) string {
@@ -193,8 +198,9 @@ func (r *benchRun) preload(ctx context.Context, a *app) error {
 					return
 				}
 				opCtx, cancel := context.WithTimeout(ctx, r.timeout)
-				_, err := c.Put(opCtx, benchKey(int(i)), value)
+				v, err := c.Put(opCtx, benchKey(int(i)), value)
 				cancel()
+				r.loaded[i] = v
 				if err != nil {
 					failed.CompareAndSwap(nil, &err)
 					return
@@ -263,7 +269,7 @@ func (r *benchRun) run(ctx context.Context, a *app) (benchResult, *histogram) {
 func (r *benchRun) worker(ctx context.Context, c *client.Client, h *histogram, more func() bool) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	value := randomValue(r.o.valueSize)
-	versions := make(map[int]uint64) // --op cas: the last version seen per key
+	versions := make(map[int]uint64) // --op cas: the last version seen per key, if not the pre-load's
 	for ctx.Err() == nil && more() {
 		k := rng.IntN(r.o.keys)
 		key := benchKey(k)
@@ -298,7 +304,11 @@ func (r *benchRun) worker(ctx context.Context, c *client.Client, h *histogram, m
 // last one this worker saw (a read-modify-write without the read); a failed
 // comparison tells it the current version for next time.
 func (r *benchRun) cas(ctx context.Context, c *client.Client, key, value []byte, versions map[int]uint64, k int) error {
-	res, err := c.CompareAndSwap(ctx, key, client.IfVersion(versions[k]), value)
+	v, ok := versions[k]
+	if !ok {
+		v = r.loaded[k]
+	}
+	res, err := c.CompareAndSwap(ctx, key, client.IfVersion(v), value)
 	if err != nil {
 		return err
 	}

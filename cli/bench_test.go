@@ -24,7 +24,6 @@ func TestBenchJSON(t *testing.T) {
 		{"put", []string{"--op", "put", "-n", "40"}, 0, 0},
 		{"get preloads every key", []string{"--op", "get", "-n", "40", "--keys", "25", "--consistency", "eventual"}, 25, 1},
 		{"mixed", []string{"--op", "mixed", "--ratio", "0.5", "-n", "60", "--keys", "10"}, 10, 0.5},
-		{"cas", []string{"--op", "cas", "-n", "40", "--keys", "3"}, 3, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,10 +44,6 @@ func TestBenchJSON(t *testing.T) {
 				t.Fatalf("percentiles out of order: %v", res)
 			}
 			puts, gets := len(cl.Calls(ringkvv1connect.KVPutProcedure)), len(cl.Calls(ringkvv1connect.KVGetProcedure))
-			if tc.name == "cas" {
-				checkCASBench(t, cl, res, ops, puts, gets)
-				return
-			}
 			if puts+gets != ops+tc.preload || (tc.wantRatio == 1 && puts != tc.preload) || (tc.wantRatio == 0 && gets != 0) {
 				t.Fatalf("server saw %d puts and %d gets for %d ops", puts, gets, ops)
 			}
@@ -62,25 +57,37 @@ func TestBenchJSON(t *testing.T) {
 	}
 }
 
-// checkCASBench: every measured operation is a compare-and-swap on a
-// version; a worker's first swap of a key fails (it has seen no version
-// yet) and tells it the version, so some fail and most succeed.
-func checkCASBench(t *testing.T, cl *clienttest.Cluster, res map[string]any, ops, puts, gets int) {
-	t.Helper()
-	cas := cl.Calls(ringkvv1connect.KVCompareAndSwapProcedure)
-	if len(cas) != ops || puts != 3 || gets != 0 {
-		t.Fatalf("server saw %d swaps, %d puts, %d gets for %d cas ops after a 3-key preload", len(cas), puts, gets, ops)
+// A cas run swaps on versions: with one client nobody else writes, so every
+// swap expects exactly the key's current version (the pre-load's, then its
+// own last swap's) and succeeds.
+func TestBenchCAS(t *testing.T) {
+	cl := clienttest.NewCluster(t, 2, 4)
+	r := kvctl(t, at(cl, "-o", "json", "bench", "--op", "cas", "--clients", "1", "-n", "30", "--keys", "3", "--value-size", "16"))
+	wantCode(t, r, 0)
+	res := oneJSON[map[string]any](t, r)
+	if res["ops"] != float64(30) || res["errors"] != float64(0) || res["compare_failed"] != nil {
+		t.Fatalf("bench JSON %v; want 30 ops, no errors, no failed comparison", res)
 	}
-	for _, c := range cas {
-		if _, ok := c.Msg.(*ringkvv1.CompareAndSwapRequest).GetExpect().(*ringkvv1.CompareAndSwapRequest_ExpectedVersion); !ok {
-			t.Fatalf("bench swap without a version condition: %v", c.Msg)
+	if puts := cl.Calls(ringkvv1connect.KVPutProcedure); len(puts) != 3 {
+		t.Fatalf("pre-load made %d puts; want one per key (3)", len(puts))
+	}
+	swaps := cl.Calls(ringkvv1connect.KVCompareAndSwapProcedure)
+	if len(swaps) != 30 {
+		t.Fatalf("server saw %d swaps for 30 cas ops", len(swaps))
+	}
+	seen := map[string]uint64{}
+	for _, c := range swaps {
+		m := c.Msg.(*ringkvv1.CompareAndSwapRequest)
+		e, ok := m.GetExpect().(*ringkvv1.CompareAndSwapRequest_ExpectedVersion)
+		if !ok || e.ExpectedVersion == 0 {
+			t.Fatalf("bench swap without a version condition: %v", m)
 		}
+		if prev, ok := seen[string(m.GetKey())]; ok && e.ExpectedVersion <= prev {
+			t.Fatalf("swap of %q expects version %d after %d: not the last version seen", m.GetKey(), e.ExpectedVersion, prev)
+		}
+		seen[string(m.GetKey())] = e.ExpectedVersion
 	}
-	failed, _ := res["compare_failed"].(float64)
-	if failed < 1 || int(failed) >= ops {
-		t.Fatalf("compare_failed = %v of %d ops; want some (first swaps) but not all", res["compare_failed"], ops)
-	}
-	if v, ok := cl.Value([]byte("bench-00000000")); !ok || len(v) != 32 {
+	if v, ok := cl.Value([]byte("bench-00000000")); !ok || len(v) != 16 {
 		t.Fatalf("no swapped value stored: %q", v)
 	}
 }

@@ -47,9 +47,10 @@ run put-64clients        --op put --clients 64
 run get-strong-64        --op get --consistency strong --clients 64
 run get-eventual-64      --op get --consistency eventual --clients 64
 run mixed-strong-64      --op mixed --ratio 0.9 --consistency strong --clients 64
+run cas-64               --op cas --clients 64
 echo
 printf '%-22s %12s %9s %9s %7s\n' workload ops/s p50_ms p99_ms errors
-for f in put-1client put-64clients get-strong-64 get-eventual-64 mixed-strong-64; do
+for f in put-1client put-64clients get-strong-64 get-eventual-64 mixed-strong-64 cas-64; do
   python3 - "$dir/$f.json" "$f" <<'PY' 2>/dev/null || grep -o '"ops_per_sec":[0-9.]*' "$dir/$f.json"
 import json, sys
 d = json.load(open(sys.argv[1]))
