@@ -62,14 +62,13 @@ sharing --conns connections per node, for --duration or until -n operations
 are done. Keys are "bench-%08d" over --keys keys, chosen at random; get,
 mixed and cas runs first write every key once. A cas operation swaps the
 key's value if its version is still the last one that client saw (at first,
-the pre-load's); when
-another client got there first, the answer (counted as "compare failed",
-not as an error) gives it the version for next time.
+the pre-load's); when another client got there first, the answer (counted
+as "compare failed", not as an error) gives it the version for next time.
 
 --conns is how many Clients the goroutines share, each with one HTTP/2
 connection to every node. One is what an application should do (share one
-Client) and what serves best: on a 2-core machine 64 clients over one
-connection per node did 1.5-2x the reads per second of 8 connections.
+Client), and it served as much as eight or more in our measurements
+(docs/PERFORMANCE.md, "Connections per node").
 
 Latency is measured per successful operation (retries included) and
 reported as percentiles from a log-bucket histogram (within 1%). Errors are
