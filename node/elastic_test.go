@@ -89,9 +89,19 @@ func TestJoinDrainAndDeadNodeReplacement(t *testing.T) {
 	checkKeys := func(via *Node, consistency string) {
 		t.Helper()
 		for i := range keys {
-			got, err := kvClient(via).Get(ctx, connect.NewRequest(&ringkvv1.GetRequest{Key: fmt.Appendf(nil, "k%03d", i), Consistency: consistency}))
-			if err != nil || string(got.Msg.Value) != fmt.Sprintf("v%03d", i) {
-				t.Fatalf("%s read of k%03d via %s: %v %v", consistency, i, via.Name(), got, err)
+			// A partition may be between leaders (the balancer moves them
+			// after a join): unavailable is retried, as the Go client
+			// would, for a bounded time; any other answer is final.
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				got, err := kvClient(via).Get(ctx, connect.NewRequest(&ringkvv1.GetRequest{Key: fmt.Appendf(nil, "k%03d", i), Consistency: consistency}))
+				if err == nil && string(got.Msg.Value) == fmt.Sprintf("v%03d", i) {
+					break
+				}
+				if connect.CodeOf(err) != connect.CodeUnavailable || time.Now().After(deadline) {
+					t.Fatalf("%s read of k%03d via %s: %v %v", consistency, i, via.Name(), got, err)
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
 		}
 	}
