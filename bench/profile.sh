@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make profile: a fresh 3-node RingKV cluster started with --pprof, first at
 # rest, then driven by `kvctl bench` with the 64-client put and strong-get
-# workloads; each time a CPU profile of every node is fetched from
+# workloads and the eventual-get one; each time a CPU profile of every node is fetched from
 # GET /debug/pprof/profile?seconds=N on its client port. Saves the profiles,
 # `go tool pprof -top` summaries (per node and all nodes merged) and the
 # bench results in bench/results/<UTC timestamp>-profile/.
@@ -107,6 +107,7 @@ uptime >"$results/load-idle.txt"
 fetch_profiles idle
 profile put KV/Put --op put
 profile get-strong KV/Get --op get --consistency strong
+profile get-eventual KV/Get --op get --consistency eventual
 
 stop_servers
 cp "$tmp"/c*.log "$results/"

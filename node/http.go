@@ -44,7 +44,7 @@ func newHTTPServer(n *Node) *http.Server {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           withGrownStack(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		Protocols:         new(http.Protocols),
