@@ -154,7 +154,7 @@ func (n *Node) Start() error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(n.clientLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(bufferedListener{n.clientLn}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("client port stopped", "error", err)
 		}
 	}()
