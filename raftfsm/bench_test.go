@@ -31,6 +31,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 		{"1put", 1, 1, false},
 		{"64entries_x1put", 64, 1, false},
 		{"1entry_x64puts", 1, 64, false},
+		{"1put_dedup", 1, 1, true},
 		{"64entries_x1put_dedup", 64, 1, true},
 	}
 	for _, c := range cases {

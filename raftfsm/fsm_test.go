@@ -517,3 +517,66 @@ func TestWaitAppliedManyWaiters(t *testing.T) {
 		t.Fatalf("WaitApplied after Close = %v, want ErrClosed", err)
 	}
 }
+
+// The dedup records cached in memory must always be the committed ones: a
+// Restore replaces them with the snapshot's.
+func TestSessionCacheFollowsRestore(t *testing.T) {
+	leader := newFSM(t, openDB(t), 1)
+	applyOne(t, leader, 1, req(put("k", "a"), 1, 1, 0))
+	applyOne(t, leader, 2, req(put("k", "b"), 1, 2, 0))
+	applyOne(t, leader, 3, req(put("k", "c"), 1, 3, 2)) // forgets seq 1
+
+	f := newFSM(t, openDB(t), 1)
+	applyOne(t, f, 1, req(put("k", "a"), 1, 1, 0)) // caches client 1: {seq 1}
+	if err := f.Restore(bytes.NewReader(snapshotBytes(t, leader))); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if r := applyOne(t, f, 4, req(put("k", "c"), 1, 3, 2)); !resultsEqual(r, Result{Status: StatusOK, Version: 3}) {
+		t.Fatalf("retry of seq 3 after Restore = %+v, want the snapshot's result OK@3", r)
+	}
+	if r := applyOne(t, f, 5, req(put("k", "a"), 1, 1, 0)); r.Status != StatusStaleRequest {
+		t.Fatalf("seq 1 after Restore = %+v, want stale (the snapshot forgot it)", r)
+	}
+	if v, ver, err := f.Get([]byte("k")); err != nil || string(v) != "c" || ver != 3 {
+		t.Fatalf("Get(k) = %q@%d, %v; want c@3", v, ver, err)
+	}
+}
+
+// The cache is bounded in count and in record size, and a client evicted
+// from it still gets its stored results.
+func TestSessionCacheBounds(t *testing.T) {
+	f := newFSM(t, openDB(t), 1)
+	clients := uint64(3 * maxCachedSessions)
+	index := uint64(0)
+	for c := uint64(1); c <= clients; c++ {
+		index++
+		applyOne(t, f, index, req(put("k", fmt.Sprint(c)), c, 1, 0))
+		if len(f.sessions) > maxCachedSessions {
+			t.Fatalf("after %d clients the cache holds %d records, over %d", c, len(f.sessions), maxCachedSessions)
+		}
+	}
+	for c := uint64(1); c <= clients; c++ {
+		index++
+		if r := applyOne(t, f, index, req(put("k", "again"), c, 1, 0)); !resultsEqual(r, Result{Status: StatusOK, Version: c}) {
+			t.Fatalf("retry of client %d = %+v, want its first result OK@%d", c, r, c)
+		}
+	}
+
+	// A record over maxCachedSessionBytes (a failed CAS keeps the value it
+	// saw) is read from Pebble each time rather than held.
+	big := strings.Repeat("v", maxCachedSessionBytes+1)
+	index++
+	applyOne(t, f, index, put("big", big))
+	index++
+	r := applyOne(t, f, index, req(casValue("big", "other", "x"), 999, 1, 0))
+	if r.Status != StatusCompareFailed {
+		t.Fatalf("CAS = %+v, want compare failed", r)
+	}
+	if _, ok := f.sessions[999]; ok {
+		t.Fatalf("a %d-byte record was cached; the limit is %d", loadSession(t, f, 999).size, maxCachedSessionBytes)
+	}
+	index++
+	if r2 := applyOne(t, f, index, req(casValue("big", "other", "x"), 999, 1, 0)); !resultsEqual(r2, r) {
+		t.Fatalf("retried CAS = %+v, want the stored failure", r2)
+	}
+}

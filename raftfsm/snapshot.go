@@ -189,6 +189,7 @@ func (c *crcWriter) uvarint(v uint64) {
 func (f *FSM) Restore(r io.Reader) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.sessions = nil // the snapshot's records replace them
 	sr := &crcReader{r: bufio.NewReaderSize(r, ioBufferSize), crc: crc32.New(castagnoli)}
 	var hdr [headerLen]byte
 	if _, err := io.ReadFull(sr, hdr[:]); err != nil {
