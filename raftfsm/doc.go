@@ -17,7 +17,10 @@
 // client sessions, §6.3); a request older than what was forgotten gets
 // StatusStaleRequest and has no effect. A client that never acknowledges
 // keeps at most 1024 results (and about 1 MiB) per client; older ones are
-// forgotten as if acknowledged.
+// forgotten as if acknowledged. The records live in Pebble; the FSM also
+// keeps the last 64 clients' committed records (each up to 4 KiB) in memory
+// so a write need not read its client's record back, and drops that cache
+// on any failure and on Restore.
 //
 // # Caller's duties
 //
