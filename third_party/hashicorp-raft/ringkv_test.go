@@ -1,0 +1,204 @@
+package raft
+
+// Tests of RingKV's patch (RINGKV.md): the leader hands new entries to its
+// replicators before its own log write returns, and counts itself toward the
+// commit only after it.
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gateStore blocks StoreLogs while armed, until released; fail makes the
+// blocked call return an error instead.
+type gateStore struct {
+	LogStore
+	mu      sync.Mutex
+	armed   bool
+	entered chan struct{} // closed when an armed StoreLogs blocks
+	release chan error
+}
+
+func (g *gateStore) arm() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed = true
+	g.entered = make(chan struct{})
+	g.release = make(chan error)
+}
+
+func (g *gateStore) StoreLogs(logs []*Log) error {
+	g.mu.Lock()
+	armed, entered, release := g.armed, g.entered, g.release
+	g.armed = false
+	g.mu.Unlock()
+	if armed {
+		close(entered)
+		if err := <-release; err != nil {
+			return err
+		}
+	}
+	return g.LogStore.StoreLogs(logs)
+}
+
+type gatedNode struct {
+	raft  *Raft
+	store *InmemStore
+	gate  *gateStore
+}
+
+// gatedCluster starts three bootstrapped nodes whose log stores are gates
+// over InmemStores, each behind a LogCache (as RingKV runs them).
+func gatedCluster(t *testing.T) []*gatedNode {
+	t.Helper()
+	var (
+		nodes  []*gatedNode
+		trans  []*InmemTransport
+		config Configuration
+	)
+	for i := range 3 {
+		addr, tr := NewInmemTransport(ServerAddress(fmt.Sprintf("n%d", i)))
+		trans = append(trans, tr)
+		config.Servers = append(config.Servers, Server{Suffrage: Voter, ID: ServerID(addr), Address: addr})
+	}
+	for _, a := range trans {
+		for _, b := range trans {
+			if a != b {
+				a.Connect(b.LocalAddr(), b)
+			}
+		}
+	}
+	for i, tr := range trans {
+		store := NewInmemStore()
+		gate := &gateStore{LogStore: store}
+		logs, err := NewLogCache(64, gate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := inmemConfig(t)
+		conf.LocalID = config.Servers[i].ID
+		snaps := NewInmemSnapshotStore()
+		if err := BootstrapCluster(conf, logs, store, snaps, tr, config); err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewRaft(conf, &MockFSM{}, logs, store, snaps, tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, &gatedNode{raft: r, store: store, gate: gate})
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.gate.mu.Lock()
+			if n.gate.release != nil {
+				select {
+				case n.gate.release <- errors.New("test over"):
+				default:
+				}
+			}
+			n.gate.mu.Unlock()
+			_ = n.raft.Shutdown().Error()
+		}
+	})
+	return nodes
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func leaderOf(t *testing.T, nodes []*gatedNode) *gatedNode {
+	t.Helper()
+	var leader *gatedNode
+	waitFor(t, "a leader", func() bool {
+		for _, n := range nodes {
+			if n.raft.State() == Leader {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	// The leader's first entry (its no-op) must be committed everywhere.
+	if err := leader.raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatalf("barrier: %v", err)
+	}
+	return leader
+}
+
+// While the leader's own write is blocked, its followers already store the
+// entry; the write is acknowledged only after the leader's returned.
+func TestRingKVLeaderReplicatesDuringItsOwnWrite(t *testing.T) {
+	nodes := gatedCluster(t)
+	leader := leaderOf(t, nodes)
+	want := leader.raft.LastIndex() + 1
+
+	leader.gate.arm()
+	f := leader.raft.Apply([]byte("x"), 10*time.Second)
+	<-leader.gate.entered
+	waitFor(t, "both followers to store the entry while the leader's write is blocked", func() bool {
+		for _, n := range nodes {
+			if n == leader {
+				continue
+			}
+			if last, _ := n.store.LastIndex(); last < want {
+				return false
+			}
+		}
+		return true
+	})
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		t.Fatalf("Apply answered (%v) before the leader's own write returned", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	leader.gate.release <- nil
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Apply: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Apply did not finish after the leader's write returned")
+	}
+	if f.Index() != want {
+		t.Fatalf("entry at index %d, want %d", f.Index(), want)
+	}
+}
+
+// If the leader's write fails after its followers may have the entry, the
+// outcome is unknown: the future gets ErrLeadershipLost and the leader
+// steps down and restores its last index.
+func TestRingKVLeaderWriteFailureIsOutcomeUnknown(t *testing.T) {
+	nodes := gatedCluster(t)
+	leader := leaderOf(t, nodes)
+	before := leader.raft.LastIndex()
+
+	leader.gate.arm()
+	f := leader.raft.Apply([]byte("x"), 10*time.Second)
+	<-leader.gate.entered
+	leader.gate.release <- errors.New("disk on fire")
+	if err := f.Error(); !errors.Is(err, ErrLeadershipLost) {
+		t.Fatalf("Apply after the leader's write failed: %v, want ErrLeadershipLost", err)
+	}
+	if s := leader.raft.State(); s == Leader {
+		t.Fatalf("leader still leads after its log write failed")
+	}
+	// The entry is in the leader's cache no more: whatever the group does
+	// next, the old leader's log (below its stored index) is what it stored.
+	if last, _ := leader.store.LastIndex(); last != before {
+		t.Fatalf("leader's stored last index %d, want %d", last, before)
+	}
+}
