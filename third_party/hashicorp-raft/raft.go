@@ -1272,7 +1272,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 	// commit index only once its write returned (commitment.match below).
 	prevIndex, prevTerm := r.getLastLog()
 	cache, early := r.logs.(*LogCache)
-	early = early && cache.holds(len(logs))
+	early = early && cache.holds(len(logs)) && !hasConfiguration(logs)
 	if early {
 		cache.stage(logs)
 		r.setLastLog(lastIndex, term)
@@ -1310,6 +1310,21 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 	for _, f := range r.leaderState.replState {
 		asyncNotifyCh(f.triggerCh)
 	}
+}
+
+// hasConfiguration reports whether logs hold a configuration entry. Those
+// keep upstream's order (RingKV): appendConfigurationEntry installs the new
+// configuration in the commitment tracker only after dispatchLogs returns,
+// and a promoted server's acknowledgement that arrives before that is lost
+// (updateLastAppended counts it only while the server has a vote), so
+// with an early dispatch the entry could wait for a later write to commit.
+func hasConfiguration(logs []*Log) bool {
+	for _, l := range logs {
+		if l.Type == LogConfiguration {
+			return true
+		}
+	}
+	return false
 }
 
 // processLogs is used to apply all the committed entries that haven't been

@@ -52,17 +52,23 @@ type gatedNode struct {
 
 // gatedCluster starts three bootstrapped nodes whose log stores are gates
 // over InmemStores, each behind a LogCache (as RingKV runs them).
-func gatedCluster(t *testing.T) []*gatedNode {
+func gatedCluster(t *testing.T) []*gatedNode { return gatedClusterOf(t, 3, 0) }
+
+// gatedClusterOf starts voters bootstrapped nodes and spare ones outside the
+// configuration (they wait to be added).
+func gatedClusterOf(t *testing.T, voters, spare int) []*gatedNode {
 	t.Helper()
 	var (
 		nodes  []*gatedNode
 		trans  []*InmemTransport
 		config Configuration
 	)
-	for i := range 3 {
+	for i := range voters + spare {
 		addr, tr := NewInmemTransport(ServerAddress(fmt.Sprintf("n%d", i)))
 		trans = append(trans, tr)
-		config.Servers = append(config.Servers, Server{Suffrage: Voter, ID: ServerID(addr), Address: addr})
+		if i < voters {
+			config.Servers = append(config.Servers, Server{Suffrage: Voter, ID: ServerID(addr), Address: addr})
+		}
 	}
 	for _, a := range trans {
 		for _, b := range trans {
@@ -79,10 +85,12 @@ func gatedCluster(t *testing.T) []*gatedNode {
 			t.Fatal(err)
 		}
 		conf := inmemConfig(t)
-		conf.LocalID = config.Servers[i].ID
+		conf.LocalID = ServerID(tr.LocalAddr())
 		snaps := NewInmemSnapshotStore()
-		if err := BootstrapCluster(conf, logs, store, snaps, tr, config); err != nil {
-			t.Fatal(err)
+		if i < voters {
+			if err := BootstrapCluster(conf, logs, store, snaps, tr, config); err != nil {
+				t.Fatal(err)
+			}
 		}
 		r, err := NewRaft(conf, &MockFSM{}, logs, store, snaps, tr)
 		if err != nil {
@@ -200,5 +208,48 @@ func TestRingKVLeaderWriteFailureIsOutcomeUnknown(t *testing.T) {
 	// next, the old leader's log (below its stored index) is what it stored.
 	if last, _ := leader.store.LastIndex(); last != before {
 		t.Fatalf("leader's stored last index %d, want %d", last, before)
+	}
+}
+
+// A configuration entry keeps upstream's order: the leader stores it before
+// its replicators see it. With the early dispatch a promoted server could
+// acknowledge the entry before the leader counted it as a voter; that
+// acknowledgement is dropped (updateLastAppended counts only servers with a
+// vote), and with another voter down the promotion could not commit until
+// some later write (seen in RingKV's integration tests).
+func TestRingKVConfigurationEntriesKeepUpstreamOrder(t *testing.T) {
+	nodes := gatedClusterOf(t, 3, 1)
+	leader := leaderOf(t, nodes)
+	spare := nodes[3]
+	id, addr := ServerID(spare.raft.localAddr), spare.raft.localAddr
+	if err := leader.raft.AddNonvoter(id, addr, 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("AddNonvoter: %v", err)
+	}
+	waitFor(t, "the spare to catch up", func() bool {
+		last, _ := spare.store.LastIndex()
+		return last == leader.raft.LastIndex()
+	})
+	before := leader.raft.LastIndex()
+	for _, n := range nodes[:3] {
+		if n != leader {
+			if err := n.raft.Shutdown().Error(); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	leader.gate.arm()
+	f := leader.raft.AddVoter(id, addr, 0, 10*time.Second)
+	<-leader.gate.entered
+	// While the leader's write of the promotion is held, the spare must not
+	// receive it (an early dispatch delivers it within milliseconds).
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if last, _ := spare.store.LastIndex(); last > before {
+			t.Fatalf("the spare stored index %d, the promotion, before the leader's own write returned", last)
+		}
+	}
+	leader.gate.release <- nil
+	if err := f.Error(); err != nil {
+		t.Fatalf("promotion with one of four voters down did not commit: %v", err)
 	}
 }
