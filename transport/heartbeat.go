@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,6 +19,13 @@ import (
 // HeartbeatChannel is the partition id reserved for the heartbeat channel in
 // connection headers. Real partition ids stay below partition.MaxPartitions.
 const HeartbeatChannel uint32 = math.MaxUint32
+
+// HeartbeatChannelFlags is the heartbeat channel with a flags byte in every
+// request and answer (Raft's quiescence: AppendEntriesRequest.Quiesce and
+// AppendEntriesResponse.Quiescent). A dialer asks for it first and falls
+// back to HeartbeatChannel, without the flags, for a peer of an older
+// version; such a peer's groups never go quiet.
+const HeartbeatChannelFlags uint32 = math.MaxUint32 - 1
 
 // ErrHeartbeatsUnsupported means the peer runs a RingKV without the heartbeat
 // channel (it answered the handshake with "unknown partition"). The caller
@@ -76,11 +85,12 @@ type HeartbeatStats struct {
 // Nothing else about these RPCs changes: each partition still sends its own
 // at its own times, and each answer is its follower's.
 type Heartbeats struct {
-	cfg   HeartbeatConfig
-	layer *Layer
-	log   *slog.Logger
-	done  chan struct{}
-	wg    sync.WaitGroup
+	cfg    HeartbeatConfig
+	layer  *Layer // HeartbeatChannel
+	layerF *Layer // HeartbeatChannelFlags
+	log    *slog.Logger
+	done   chan struct{}
+	wg     sync.WaitGroup
 
 	mu        sync.Mutex
 	closed    bool
@@ -92,6 +102,7 @@ type Heartbeats struct {
 	frames    atomic.Uint64
 	answered  atomic.Uint64
 	serveConn map[net.Conn]struct{}
+	hangup    atomic.Pointer[func()] // see OnHangup
 }
 
 type hbHandler struct {
@@ -109,12 +120,18 @@ func NewHeartbeats(m *Mux, cfg HeartbeatConfig) (*Heartbeats, error) {
 	if err != nil {
 		return nil, err
 	}
+	layerF, err := m.Listen(HeartbeatChannelFlags)
+	if err != nil {
+		_ = layer.Close()
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Heartbeats{
 		cfg:       cfg,
 		layer:     layer,
+		layerF:    layerF,
 		log:       cfg.Logger,
 		done:      make(chan struct{}),
 		handlers:  make(map[uint32]*hbHandler),
@@ -122,16 +139,24 @@ func NewHeartbeats(m *Mux, cfg HeartbeatConfig) (*Heartbeats, error) {
 		urgent:    make(map[uint32]int),
 		serveConn: make(map[net.Conn]struct{}),
 	}
-	h.wg.Add(1)
-	go h.accept()
+	h.wg.Add(2)
+	go h.accept(layer, false)
+	go h.accept(layerF, true)
 	return h, nil
 }
 
 // OnHangup sets f to be called, on a goroutine of its own, when a peer
-// hangs up a heartbeat connection it dialed here (see Layer.OnHangup): the
-// leaders of this node's followers send their heartbeats that way, so this
-// is the first sign that one of their processes is gone.
-func (h *Heartbeats) OnHangup(f func()) { h.layer.OnHangup(f) }
+// hangs up a heartbeat connection, in either direction: one it dialed here
+// (see Layer.OnHangup), which is how the leaders of this node's followers
+// send their heartbeats, or one this node dialed to send its own. Either
+// is the first sign that the peer's process is gone; having both means
+// one missed hangup (a connection that was being redialed, say) does not
+// leave this node's followers waiting out their election timeout.
+func (h *Heartbeats) OnHangup(f func()) {
+	h.hangup.Store(&f)
+	h.layer.OnHangup(f)
+	h.layerF.OnHangup(f)
+}
 
 // Stats returns the traffic counters.
 func (h *Heartbeats) Stats() HeartbeatStats {
@@ -253,7 +278,7 @@ func (h *Heartbeats) Close() error {
 		conns = append(conns, c)
 	}
 	h.mu.Unlock()
-	err := h.layer.Close()
+	err := errors.Join(h.layer.Close(), h.layerF.Close())
 	for _, c := range conns {
 		_ = c.Close()
 	}
@@ -261,11 +286,12 @@ func (h *Heartbeats) Close() error {
 	return err
 }
 
-// accept serves the connections peers dial to send heartbeats here.
-func (h *Heartbeats) accept() {
+// accept serves the connections peers dial to send heartbeats here, on
+// one of the two channels (flags: HeartbeatChannelFlags).
+func (h *Heartbeats) accept(l *Layer, flags bool) {
 	defer h.wg.Done()
 	for {
-		c, err := h.layer.Accept()
+		c, err := l.Accept()
 		if err != nil {
 			return // closed
 		}
@@ -278,7 +304,7 @@ func (h *Heartbeats) accept() {
 		h.serveConn[c] = struct{}{}
 		h.wg.Add(1)
 		h.mu.Unlock()
-		go h.serve(c)
+		go h.serve(c, flags)
 	}
 }
 
@@ -287,9 +313,9 @@ func (h *Heartbeats) accept() {
 // on goroutines of their own, so one busy partition delays no other. A
 // writer goroutine sends the answers as they come, as many per frame as
 // are ready.
-func (h *Heartbeats) serve(c net.Conn) {
+func (h *Heartbeats) serve(c net.Conn, flags bool) {
 	defer h.wg.Done()
-	sc := &serveConn{c: c, wake: make(chan struct{}, 1), gone: make(chan struct{})}
+	sc := &serveConn{c: c, flags: flags, wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	h.wg.Add(1)
 	go h.respond(sc)
 	defer func() {
@@ -310,7 +336,7 @@ func (h *Heartbeats) serve(c net.Conn) {
 	for {
 		body, buf, err = readFrameOf(br, frameRequests, buf)
 		if err == nil {
-			reqs, err = decodeRequests(body, reqs)
+			reqs, err = decodeRequests(body, reqs, flags)
 		}
 		if err != nil {
 			if errors.Is(err, ErrBadFrame) {
@@ -410,9 +436,10 @@ func (h *Heartbeats) result(r *hbRequest, res raft.RPCResponse) hbResponse {
 
 // serveConn is an inbound connection's queue of answers to send.
 type serveConn struct {
-	c    net.Conn
-	wake chan struct{} // capacity 1
-	gone chan struct{} // closed when the reader ends
+	c     net.Conn
+	flags bool          // HeartbeatChannelFlags
+	wake  chan struct{} // capacity 1
+	gone  chan struct{} // closed when the reader ends
 
 	mu    sync.Mutex
 	queue []hbResponse
@@ -458,7 +485,7 @@ func (h *Heartbeats) respond(sc *serveConn) {
 			}
 			out = beginFrame(out, frameResponses, n)
 			for i := range batch {
-				out = appendResponse(out, &batch[i])
+				out = appendResponse(out, &batch[i], sc.flags)
 			}
 			h.answered.Add(uint64(n))
 			if err := sc.c.SetWriteDeadline(time.Now().Add(h.cfg.Timeout)); err != nil {
@@ -501,6 +528,7 @@ type hbPeer struct {
 // hbConn is one outbound connection and the calls written on it.
 type hbConn struct {
 	c       net.Conn
+	flags   bool // dialed on HeartbeatChannelFlags
 	pending map[uint64]*hbCall
 	dead    bool      // dropped: nothing more is registered on it
 	active  time.Time // when it was dialed or last delivered a frame
@@ -668,7 +696,7 @@ func (p *hbPeer) send(batch []*hbCall, buf []byte) []byte {
 	}
 	for _, c := range batch {
 		hc.pending[c.req.call] = c
-		buf = appendRequest(buf, &c.req)
+		buf = appendRequest(buf, &c.req, hc.flags)
 	}
 	p.mu.Unlock()
 	buf = finishFrame(buf)
@@ -694,7 +722,12 @@ func (p *hbPeer) connect() (*hbConn, error) {
 	if hc != nil {
 		return hc, nil
 	}
-	c, err := p.h.layer.Dial(p.addr, p.h.cfg.Timeout)
+	flags := true
+	c, err := p.h.layerF.Dial(p.addr, p.h.cfg.Timeout)
+	if errors.Is(err, ErrUnknownPartition) {
+		flags = false // an older version: no quiescence
+		c, err = p.h.layer.Dial(p.addr, p.h.cfg.Timeout)
+	}
 	if err != nil {
 		if errors.Is(err, ErrUnknownPartition) {
 			p.mu.Lock()
@@ -705,7 +738,7 @@ func (p *hbPeer) connect() (*hbConn, error) {
 		}
 		return nil, fmt.Errorf("transport: heartbeats to %s: %w", p.addr, err)
 	}
-	hc = &hbConn{c: c, pending: make(map[uint64]*hbCall), active: time.Now()}
+	hc = &hbConn{c: c, flags: flags, pending: make(map[uint64]*hbCall), active: time.Now()}
 	p.mu.Lock()
 	p.conn = hc
 	p.unsupported = time.Time{}
@@ -728,9 +761,14 @@ func (p *hbPeer) read(hc *hbConn) {
 	for {
 		body, buf, err = readFrameOf(br, frameResponses, buf)
 		if err == nil {
-			resps, err = decodeResponses(body, resps)
+			resps, err = decodeResponses(body, resps, hc.flags)
 		}
 		if err != nil {
+			if hungUp(err) {
+				if f := p.h.hangup.Load(); f != nil {
+					go (*f)()
+				}
+			}
 			p.drop(hc, fmt.Errorf("transport: heartbeats to %s: %w", p.addr, err))
 			return
 		}
@@ -852,4 +890,10 @@ func (p *hbPeer) shutdown(err error) {
 	if hc != nil {
 		p.drop(hc, err)
 	}
+}
+
+// hungUp reports whether a read error means the peer closed or reset the
+// connection (not this node's own close, a deadline or a bad frame).
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }

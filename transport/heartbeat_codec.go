@@ -29,6 +29,10 @@ import (
 // protocol version, bytes ID, bytes Addr, uvarint term, uvarint last log and
 // a flags byte (bit 0 Success, bit 1 NoRetryBackoff); for statusItemError
 // bytes message. "bytes" is a uvarint length and that many bytes.
+//
+// On HeartbeatChannelFlags, a request item ends with one more byte (bit 0
+// Quiesce) and an answer's flags byte may also have bit 2 (Quiescent). On
+// HeartbeatChannel neither exists: Quiesce is not sent.
 const (
 	frameRequests  byte = 1
 	frameResponses byte = 2
@@ -121,7 +125,7 @@ func finishFrame(b []byte) []byte {
 	return b
 }
 
-func appendRequest(b []byte, r *hbRequest) []byte {
+func appendRequest(b []byte, r *hbRequest, flags bool) []byte {
 	b = binary.AppendUvarint(b, r.call)
 	b = binary.AppendUvarint(b, uint64(r.partition))
 	b = binary.AppendUvarint(b, uint64(r.req.ProtocolVersion))
@@ -146,6 +150,13 @@ func appendRequest(b []byte, r *hbRequest) []byte {
 			b = binary.AppendVarint(b, e.AppendedAt.UnixNano())
 		}
 	}
+	if flags {
+		var f byte
+		if r.req.Quiesce {
+			f |= 1
+		}
+		b = append(b, f)
+	}
 	return b
 }
 
@@ -158,7 +169,7 @@ func requestSize(r *hbRequest) int {
 	return n
 }
 
-func appendResponse(b []byte, r *hbResponse) []byte {
+func appendResponse(b []byte, r *hbResponse, flagsChannel bool) []byte {
 	b = binary.AppendUvarint(b, r.call)
 	if r.err != "" {
 		b = append(b, statusItemError)
@@ -180,6 +191,9 @@ func appendResponse(b []byte, r *hbResponse) []byte {
 	}
 	if r.resp.NoRetryBackoff {
 		flags |= 2
+	}
+	if r.resp.Quiescent && flagsChannel {
+		flags |= 4
 	}
 	return append(b, flags)
 }
@@ -298,7 +312,7 @@ func (d *decoder) finish() error {
 	return d.err
 }
 
-func decodeRequests(body []byte, out []hbRequest) ([]hbRequest, error) {
+func decodeRequests(body []byte, out []hbRequest, flags bool) ([]hbRequest, error) {
 	d := decoder{b: body}
 	n := d.count()
 	out = out[:0]
@@ -319,6 +333,13 @@ func decodeRequests(body []byte, out []hbRequest) ([]hbRequest, error) {
 		r.req.LeaderCommitIndex = d.uvarint("leader commit index")
 		r.req.Leader = d.bytes("leader")
 		r.req.Entries = d.entries()
+		if flags {
+			f := d.byte("request flags")
+			if f&^1 != 0 {
+				d.fail(fmt.Sprintf("unknown request flags 0x%02x", f))
+			}
+			r.req.Quiesce = f&1 != 0
+		}
 		out = append(out, r)
 	}
 	return out, d.finish()
@@ -369,7 +390,7 @@ func (d *decoder) varint(what string) int64 {
 	return x
 }
 
-func decodeResponses(body []byte, out []hbResponse) ([]hbResponse, error) {
+func decodeResponses(body []byte, out []hbResponse, flagsChannel bool) ([]hbResponse, error) {
 	d := decoder{b: body}
 	n := d.count()
 	out = out[:0]
@@ -384,11 +405,16 @@ func decodeResponses(body []byte, out []hbResponse) ([]hbResponse, error) {
 			r.resp.Term = d.uvarint("term")
 			r.resp.LastLog = d.uvarint("last log")
 			flags := d.byte("flags")
-			if flags&^3 != 0 {
+			known := byte(3)
+			if flagsChannel {
+				known = 7
+			}
+			if flags&^known != 0 {
 				d.fail(fmt.Sprintf("unknown flags 0x%02x", flags))
 			}
 			r.resp.Success = flags&1 != 0
 			r.resp.NoRetryBackoff = flags&2 != 0
+			r.resp.Quiescent = flags&4 != 0
 		case statusItemError:
 			r.err = string(d.bytes("error message"))
 			if r.err == "" {

@@ -26,11 +26,12 @@ import (
 var (
 	knownRPCHeaderFields = []string{"ProtocolVersion raft.ProtocolVersion/int", "ID []uint8/slice", "Addr []uint8/slice"}
 	knownRequestFields   = []string{"RPCHeader raft.RPCHeader/struct", "Term uint64/uint64", "Leader []uint8/slice",
-		"PrevLogEntry uint64/uint64", "PrevLogTerm uint64/uint64", "Entries []*raft.Log/slice", "LeaderCommitIndex uint64/uint64"}
+		"PrevLogEntry uint64/uint64", "PrevLogTerm uint64/uint64", "Entries []*raft.Log/slice", "LeaderCommitIndex uint64/uint64",
+		"Quiesce bool/bool"}
 	knownLogFields = []string{"Index uint64/uint64", "Term uint64/uint64", "Type raft.LogType/uint8",
 		"Data []uint8/slice", "Extensions []uint8/slice", "AppendedAt time.Time/struct"}
 	knownResponseFields = []string{"RPCHeader raft.RPCHeader/struct", "Term uint64/uint64", "LastLog uint64/uint64",
-		"Success bool/bool", "NoRetryBackoff bool/bool"}
+		"Success bool/bool", "NoRetryBackoff bool/bool", "Quiescent bool/bool"}
 )
 
 // fieldSignatures lists typ's fields as "Name type/kind".
@@ -311,7 +312,7 @@ func TestCarriedAndIsHeartbeat(t *testing.T) {
 					t.Errorf("Carried accepts %s, over the decoder's limits", describeRequest(req))
 				}
 				body := encodeRequests(hbRequest{call: 1, req: req})[5:]
-				if _, err := decodeRequests(body, nil); err != nil {
+				if _, err := decodeRequests(body, nil, true); err != nil {
 					t.Errorf("Carried accepts %s, which the receiver refuses: %v", describeRequest(req), err)
 				}
 			}
@@ -319,18 +320,25 @@ func TestCarriedAndIsHeartbeat(t *testing.T) {
 	}
 }
 
-func encodeRequests(reqs ...hbRequest) []byte {
+// encodeRequests encodes a request frame as HeartbeatChannelFlags carries it.
+func encodeRequests(reqs ...hbRequest) []byte { return encodeRequestsOn(true, reqs...) }
+
+// encodeRequestsOn encodes a request frame for the channel with or without
+// flags.
+func encodeRequestsOn(flags bool, reqs ...hbRequest) []byte {
 	b := beginFrame(nil, frameRequests, len(reqs))
 	for i := range reqs {
-		b = appendRequest(b, &reqs[i])
+		b = appendRequest(b, &reqs[i], flags)
 	}
 	return finishFrame(b)
 }
 
-func encodeResponses(resps ...hbResponse) []byte {
+func encodeResponses(resps ...hbResponse) []byte { return encodeResponsesOn(true, resps...) }
+
+func encodeResponsesOn(flags bool, resps ...hbResponse) []byte {
 	b := beginFrame(nil, frameResponses, len(resps))
 	for i := range resps {
-		b = appendResponse(b, &resps[i])
+		b = appendResponse(b, &resps[i], flags)
 	}
 	return finishFrame(b)
 }
@@ -616,7 +624,7 @@ func TestHeartbeatRequestRoundTrip(t *testing.T) {
 				want = tt.reqs
 			}
 			body := frameBody(t, encodeRequests(tt.reqs...), frameRequests)
-			got, err := decodeRequests(body, nil)
+			got, err := decodeRequests(body, nil, true)
 			if err != nil {
 				t.Fatalf("decodeRequests: %v", err)
 			}
@@ -630,7 +638,7 @@ func TestHeartbeatRequestRoundTrip(t *testing.T) {
 	// The output slice is reused, not appended to.
 	body := frameBody(t, encodeRequests(full), frameRequests)
 	out := make([]hbRequest, 5, 10)
-	got, err := decodeRequests(body, out)
+	got, err := decodeRequests(body, out, true)
 	if err != nil || len(got) != 1 {
 		t.Fatalf("decodeRequests into a used slice = %d requests, %v; want just %s", len(got), err, describeRequest(full.req))
 	}
@@ -664,7 +672,7 @@ func TestHeartbeatFrameCutFitsMaxFrameLen(t *testing.T) {
 
 	maxUnder, maxItem := 0, 0
 	for _, r := range []hbRequest{worstHB, worstAppend, bigData, {call: 1, req: raft.AppendEntriesRequest{Term: 1}}} {
-		enc, est := len(appendRequest(nil, &r)), requestSize(&r)
+		enc, est := len(appendRequest(nil, &r, true)), requestSize(&r)
 		t.Logf("request with %d entries: %d bytes, estimated %d", len(r.req.Entries), enc, est)
 		maxUnder, maxItem = max(maxUnder, enc-est), max(maxItem, enc)
 		if est <= 0 || enc > 2*est || est > 2*enc+64 {
@@ -723,7 +731,7 @@ func TestHeartbeatResponseRoundTrip(t *testing.T) {
 				want = tt.resps
 			}
 			body := frameBody(t, encodeResponses(tt.resps...), frameResponses)
-			got, err := decodeResponses(body, nil)
+			got, err := decodeResponses(body, nil, true)
 			if err != nil {
 				t.Fatalf("decodeResponses: %v", err)
 			}
@@ -779,8 +787,11 @@ func okItemNoFlags(b frameBuilder) frameBuilder {
 type decodeFunc func([]byte) error
 
 var (
-	decodeReqs  decodeFunc = func(b []byte) error { _, err := decodeRequests(b, nil); return err }
-	decodeResps decodeFunc = func(b []byte) error { _, err := decodeResponses(b, nil); return err }
+	decodeReqs  decodeFunc = func(b []byte) error { _, err := decodeRequests(b, nil, false); return err }
+	decodeResps decodeFunc = func(b []byte) error { _, err := decodeResponses(b, nil, false); return err }
+	// The same on HeartbeatChannelFlags.
+	decodeReqsF  decodeFunc = func(b []byte) error { _, err := decodeRequests(b, nil, true); return err }
+	decodeRespsF decodeFunc = func(b []byte) error { _, err := decodeResponses(b, nil, true); return err }
 )
 
 func TestHeartbeatFrameMalformed(t *testing.T) {
@@ -971,10 +982,13 @@ func TestHeartbeatFrameTruncated(t *testing.T) {
 		decode decodeFunc
 		frame  []byte
 	}{
-		{"requests", decodeReqs, encodeRequests(req, empty, appendReq, req)},
-		{"requests with entries", decodeReqs, encodeRequests(req, withEntries, empty, withEntries)},
-		{"request with entries last", decodeReqs, encodeRequests(withEntries)},
-		{"responses", decodeResps, encodeResponses(ok, hbResponse{call: 2, err: "boom"}, ok, hbResponse{call: 3})},
+		{"requests", decodeReqs, encodeRequestsOn(false, req, empty, appendReq, req)},
+		{"requests with entries", decodeReqs, encodeRequestsOn(false, req, withEntries, empty, withEntries)},
+		{"request with entries last", decodeReqs, encodeRequestsOn(false, withEntries)},
+		{"responses", decodeResps, encodeResponsesOn(false, ok, hbResponse{call: 2, err: "boom"}, ok, hbResponse{call: 3})},
+		{"requests with flags", decodeReqsF, encodeRequests(req, empty, appendReq, req)},
+		{"request with entries last, with flags", decodeReqsF, encodeRequests(withEntries)},
+		{"responses with flags", decodeRespsF, encodeResponses(ok, hbResponse{call: 2, err: "boom"}, ok, hbResponse{call: 3})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1193,25 +1207,34 @@ func TestHeartbeatFrameDecodeIsCanonical(t *testing.T) {
 // reencodeRequests returns the body the encoder produces for what body
 // decodes to, or ok false if it does not decode (with ErrBadFrame).
 func reencodeRequests(t *testing.T, body []byte) ([]byte, bool) {
-	reqs, err := decodeRequests(body, nil)
+	return reencodeRequestsOn(t, body, false)
+}
+
+// reencodeRequestsOn is reencodeRequests on the channel with or without flags.
+func reencodeRequestsOn(t *testing.T, body []byte, flags bool) ([]byte, bool) {
+	reqs, err := decodeRequests(body, nil, flags)
 	if err != nil {
 		if !errors.Is(err, ErrBadFrame) {
 			t.Fatalf("decodeRequests: %v, want nil or ErrBadFrame", err)
 		}
 		return nil, false
 	}
-	return encodeRequests(reqs...)[5:], true
+	return encodeRequestsOn(flags, reqs...)[5:], true
 }
 
 func reencodeResponses(t *testing.T, body []byte) ([]byte, bool) {
-	resps, err := decodeResponses(body, nil)
+	return reencodeResponsesOn(t, body, false)
+}
+
+func reencodeResponsesOn(t *testing.T, body []byte, flags bool) ([]byte, bool) {
+	resps, err := decodeResponses(body, nil, flags)
 	if err != nil {
 		if !errors.Is(err, ErrBadFrame) {
 			t.Fatalf("decodeResponses: %v, want nil or ErrBadFrame", err)
 		}
 		return nil, false
 	}
-	return encodeResponses(resps...)[5:], true
+	return encodeResponsesOn(flags, resps...)[5:], true
 }
 
 func FuzzDecodeHeartbeatFrames(f *testing.F) {
@@ -1250,14 +1273,43 @@ func FuzzDecodeHeartbeatFrames(f *testing.F) {
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		orig := bytes.Clone(body)
-		if re, ok := reencodeRequests(t, body); ok && !bytes.Equal(re, orig) {
-			t.Fatalf("requests body %x decodes, but re-encodes to %x", orig, re)
-		}
-		if re, ok := reencodeResponses(t, body); ok && !bytes.Equal(re, orig) {
-			t.Fatalf("responses body %x decodes, but re-encodes to %x", orig, re)
+		for _, flags := range []bool{false, true} {
+			if re, ok := reencodeRequestsOn(t, body, flags); ok && !bytes.Equal(re, orig) {
+				t.Fatalf("requests body %x decodes (flags %v), but re-encodes to %x", orig, flags, re)
+			}
+			if re, ok := reencodeResponsesOn(t, body, flags); ok && !bytes.Equal(re, orig) {
+				t.Fatalf("responses body %x decodes (flags %v), but re-encodes to %x", orig, flags, re)
+			}
 		}
 		if !bytes.Equal(body, orig) {
 			t.Fatalf("decoding modified its input")
 		}
 	})
+}
+
+// TestHeartbeatCodecWithoutFlags: on HeartbeatChannel (older peers) a
+// request carries no Quiesce and an answer no Quiescent, and the flag bit
+// an older decoder does not know is refused.
+func TestHeartbeatCodecWithoutFlags(t *testing.T) {
+	req := hbRequest{call: 1, partition: 2, req: validHeartbeat()}
+	req.req.Quiesce = true
+	got, err := decodeRequests(encodeRequestsOn(false, req)[5:], nil, false)
+	if err != nil || len(got) != 1 || got[0].req.Quiesce {
+		t.Fatalf("plain channel request: %+v, %v; want one without Quiesce", got, err)
+	}
+	if _, err := decodeRequests(encodeRequestsOn(false, req)[5:], nil, true); !errors.Is(err, ErrBadFrame) {
+		t.Fatalf("a plain request decoded as one with flags: %v, want ErrBadFrame (the flags byte is missing)", err)
+	}
+	resp := hbResponse{call: 3, resp: raft.AppendEntriesResponse{Term: 1, Success: true, Quiescent: true}}
+	gotR, err := decodeResponses(encodeResponsesOn(false, resp)[5:], nil, false)
+	if err != nil || len(gotR) != 1 || gotR[0].resp.Quiescent || !gotR[0].resp.Success {
+		t.Fatalf("plain channel answer: %+v, %v; want Success without Quiescent", gotR, err)
+	}
+	if _, err := decodeResponses(encodeResponses(resp)[5:], nil, false); !errors.Is(err, ErrBadFrame) {
+		t.Fatalf("an answer with Quiescent decoded on the plain channel: %v, want ErrBadFrame", err)
+	}
+	bad := frameBuilder{}.uv(1).raw(string(encodeRequests(req)[6 : len(encodeRequests(req))-1])).raw("\x02")
+	if _, err := decodeRequests(bad, nil, true); !errors.Is(err, ErrBadFrame) {
+		t.Fatalf("request flags 0x02 decoded: %v, want ErrBadFrame", err)
+	}
 }

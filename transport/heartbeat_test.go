@@ -136,6 +136,7 @@ func followerAnswer(pid uint32, req *raft.AppendEntriesRequest) *raft.AppendEntr
 		LastLog:        uint64(pid)<<20 + req.Term,
 		Success:        pid%2 == 0,
 		NoRetryBackoff: pid%3 == 0,
+		Quiescent:      req.Quiesce, // a follower accepts quiet only when offered
 	}
 }
 
@@ -1028,7 +1029,7 @@ func TestHeartbeatsMalformedFrameClosesConnection(t *testing.T) {
 	a := newHBNode(t, testHBConfig(nil))
 	b := newHBNode(t, testHBConfig(nil))
 	serveFollower(t, b.hb, nil, 1)
-	valid := encodeRequests(hbRequest{call: 42, partition: 1, req: *leaderHeartbeat(1, 6)})
+	valid := encodeRequestsOn(false, hbRequest{call: 42, partition: 1, req: *leaderHeartbeat(1, 6)})
 
 	t.Run("valid frame is answered", func(t *testing.T) {
 		c := rawHeartbeatConn(t, b.addr)
@@ -1040,7 +1041,7 @@ func TestHeartbeatsMalformedFrameClosesConnection(t *testing.T) {
 		if err != nil || kind != frameResponses {
 			t.Fatalf("answer: kind %d, %v", kind, err)
 		}
-		resps, err := decodeResponses(body, nil)
+		resps, err := decodeResponses(body, nil, false)
 		want := []hbResponse{{call: 42, resp: *followerAnswer(1, leaderHeartbeat(1, 6))}}
 		if err != nil || !reflect.DeepEqual(resps, want) {
 			t.Fatalf("answer %+v, %v; want %+v", resps, err, want)
@@ -1054,7 +1055,7 @@ func TestHeartbeatsMalformedFrameClosesConnection(t *testing.T) {
 		in        []byte
 		halfClose bool
 	}{
-		{"response frame on the request stream", encodeResponses(hbResponse{call: 1, err: "x"}), false},
+		{"response frame on the request stream", encodeResponsesOn(false, hbResponse{call: 1, err: "x"}), false},
 		{"unknown kind", []byte("\x00\x00\x00\x03\x07\x01\x00"), false},
 		{"zero items", []byte("\x00\x00\x00\x02\x01\x00"), false},
 		{"length zero", []byte("\x00\x00\x00\x00\x01"), false},
@@ -1082,7 +1083,7 @@ func TestHeartbeatsMalformedFrameClosesConnection(t *testing.T) {
 				// before the connection closes (answers are written by their
 				// own goroutine); if it is, it is right.
 				if kind, body, _, err := readFrame(br, nil); err == nil {
-					resps, err := decodeResponses(body, nil)
+					resps, err := decodeResponses(body, nil, false)
 					if want := []hbResponse{{call: 42, resp: *followerAnswer(1, leaderHeartbeat(1, 6))}}; kind != frameResponses || err != nil || !reflect.DeepEqual(resps, want) {
 						t.Fatalf("answer to the valid frame: kind %d %+v, %v; want %+v", kind, resps, err, want)
 					}
@@ -1134,7 +1135,7 @@ func readRequestFrame(br *bufio.Reader) ([]hbRequest, error) {
 	if kind != frameRequests {
 		return nil, fmt.Errorf("frame kind %d", kind)
 	}
-	return decodeRequests(body, nil)
+	return decodeRequests(body, nil, false)
 }
 
 func TestHeartbeatsBadAnswers(t *testing.T) {
@@ -1163,7 +1164,7 @@ func TestHeartbeatsBadAnswers(t *testing.T) {
 		}, ErrBadFrame, false},
 		{"hang up", func(net.Conn, []hbRequest, []byte) {}, nil, false},
 		{"answer to another call", func(c net.Conn, reqs []hbRequest, _ []byte) {
-			_, _ = c.Write(encodeResponses(hbResponse{call: reqs[0].call + 1000, resp: raft.AppendEntriesResponse{Term: 1}}))
+			_, _ = c.Write(encodeResponsesOn(false, hbResponse{call: reqs[0].call + 1000, resp: raft.AppendEntriesResponse{Term: 1}}))
 			_, _ = io.Copy(io.Discard, c) // and then nothing
 		}, nil, true},
 	}
@@ -1175,7 +1176,7 @@ func TestHeartbeatsBadAnswers(t *testing.T) {
 				if err != nil || kind != frameRequests {
 					return
 				}
-				reqs, err := decodeRequests(body, nil)
+				reqs, err := decodeRequests(body, nil, false)
 				if err != nil {
 					return
 				}
@@ -1217,7 +1218,7 @@ func TestHeartbeatsMatchAnswersByCallID(t *testing.T) {
 			for i := len(reqs) - 1; i >= 0; i-- {
 				resps = append(resps, hbResponse{call: reqs[i].call, resp: *followerAnswer(reqs[i].partition, &reqs[i].req)})
 			}
-			if _, err := c.Write(encodeResponses(resps...)); err != nil {
+			if _, err := c.Write(encodeResponsesOn(false, resps...)); err != nil {
 				return
 			}
 		}
@@ -1627,7 +1628,7 @@ func TestHeartbeatsAnswersOutOfOrderAcrossFrames(t *testing.T) {
 		14: {call: 14, err: "partition 99 has no replica on this node"},
 	}
 	c := rawHeartbeatConn(t, b.addr)
-	if _, err := c.Write(encodeRequests(reqs...)); err != nil {
+	if _, err := c.Write(encodeRequestsOn(false, reqs...)); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -1639,7 +1640,7 @@ func TestHeartbeatsAnswersOutOfOrderAcrossFrames(t *testing.T) {
 		if err != nil || kind != frameResponses {
 			t.Fatalf("answer frame %d: kind %d, %v", frame, kind, err)
 		}
-		resps, err := decodeResponses(body, nil)
+		resps, err := decodeResponses(body, nil, false)
 		if err != nil {
 			t.Fatalf("answer frame %d: %v", frame, err)
 		}
@@ -2075,7 +2076,7 @@ func TestHeartbeatsBatchBySize(t *testing.T) {
 		}
 		reqs[i] = writeAppend(pid, 5, data)
 	}
-	itemLen := len(appendRequest(nil, &hbRequest{call: 1 << 20, partition: n, req: *reqs[0]}))
+	itemLen := len(appendRequest(nil, &hbRequest{call: 1 << 20, partition: n, req: *reqs[0]}, true))
 
 	// A's writer takes the first append and dials; the proxy holds the
 	// handshake while the rest queue.
@@ -2132,5 +2133,83 @@ func TestHeartbeatsBatchBySize(t *testing.T) {
 	}
 	if got := b.hb.Stats().Answered; got != n+heartbeats {
 		t.Errorf("B answered %d requests, want %d", got, n+heartbeats)
+	}
+}
+
+// TestHeartbeatsQuiesceNeedsTheFlagsChannel: Raft's quiet offer and its
+// acceptance cross the channel only where both ends speak
+// HeartbeatChannelFlags. A peer of an older version, which listens on
+// HeartbeatChannel alone, still gets its heartbeats, without the offer, so
+// its groups never go quiet (a quiet leader would let its followers time
+// out).
+func TestHeartbeatsQuiesceNeedsTheFlagsChannel(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 2)
+
+	offer := leaderHeartbeat(2, 5)
+	offer.Quiesce = true
+	r := waitSend(t, sendAsync(a.hb, 2, b.addr, offer, nil), waitLimit)
+	if r.err != nil || !r.resp.Quiescent {
+		t.Fatalf("quiet offer to a current peer: %+v, %v; want the follower's acceptance", r.resp, r.err)
+	}
+	if seen := f.requests(2); len(seen) != 1 || !seen[0].Quiesce {
+		t.Fatalf("the current peer's follower saw %+v; want one heartbeat with Quiesce", seen)
+	}
+
+	// An older peer: its node has no HeartbeatChannelFlags.
+	old := newHBNode(t, testHBConfig(nil))
+	if err := old.hb.layerF.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := serveFollower(t, old.hb, nil, 2)
+	r = waitSend(t, sendAsync(a.hb, 2, old.addr, offer, nil), waitLimit)
+	if r.err != nil {
+		t.Fatalf("heartbeat to an older peer: %v", r.err)
+	}
+	if r.resp.Quiescent {
+		t.Fatalf("an older peer answered Quiescent: %+v", r.resp)
+	}
+	if seen := g.requests(2); len(seen) != 1 || seen[0].Quiesce {
+		t.Fatalf("the older peer's follower saw %+v; want one heartbeat without Quiesce", seen)
+	}
+}
+
+// TestHeartbeatsOnHangupBothWays: the hook runs when a peer's process goes,
+// seen from either end of the heartbeat connection: the node it dialed
+// (an inbound hangup) and the node that dialed it (its outbound heartbeats
+// fail with a reset or EOF). Closing our own Heartbeats reports nothing.
+func TestHeartbeatsOnHangupBothWays(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	for _, tt := range []struct {
+		name string
+		goes func(dialer, acceptor *hbNode) (gone, watcher *hbNode)
+	}{
+		{"the dialer goes", func(d, a *hbNode) (*hbNode, *hbNode) { return d, a }},
+		{"the acceptor goes", func(d, a *hbNode) (*hbNode, *hbNode) { return a, d }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dialer := newHBNode(t, testHBConfig(nil))
+			acceptor := newHBNode(t, testHBConfig(nil))
+			serveFollower(t, acceptor.hb, nil, 1)
+			mustSend(t, dialer.hb, 1, acceptor.addr, 2)
+
+			gone, watcher := tt.goes(dialer, acceptor)
+			hangups := make(chan struct{}, 10)
+			watcher.hb.OnHangup(func() { hangups <- struct{}{} })
+			gone.hb.OnHangup(func() { t.Error("hangup reported by the node that closed its own channel") })
+			if err := gone.hb.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := gone.mux.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-hangups:
+			case <-time.After(waitLimit):
+				t.Fatal("the peer's hangup was not reported")
+			}
+		})
 	}
 }

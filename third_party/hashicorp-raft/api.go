@@ -215,6 +215,13 @@ type Raft struct {
 	// followerNotifyCh is used to tell followers that config has changed
 	followerNotifyCh chan struct{}
 
+	// quiescent (RingKV, quiesce.go): this follower accepted its leader's
+	// offer to go quiet, and waits QuiesceTimeout instead of
+	// HeartbeatTimeout before standing for election.
+	quiescent atomic.Bool
+	// lastDispatch is when this leader last appended entries (Unix nanos).
+	lastDispatch atomic.Int64
+
 	// mainThreadSaturation measures the saturation of the main raft goroutine.
 	mainThreadSaturation *saturationMetric
 

@@ -42,6 +42,10 @@ type AppendEntriesRequest struct {
 
 	// Commit index on the leader
 	LeaderCommitIndex uint64
+
+	// Quiesce (RingKV, heartbeats only): the leader has nothing new for
+	// this follower and offers to go quiet (quiesce.go).
+	Quiesce bool
 }
 
 // GetRPCHeader - See WithRPCHeader.
@@ -66,6 +70,10 @@ type AppendEntriesResponse struct {
 	// There are scenarios where this request didn't succeed
 	// but there's no need to wait/back-off the next attempt.
 	NoRetryBackoff bool
+
+	// Quiescent (RingKV): the follower accepted a Quiesce heartbeat: it
+	// holds every entry, all committed, and now waits QuiesceTimeout.
+	Quiescent bool
 }
 
 // GetRPCHeader - See WithRPCHeader.

@@ -160,6 +160,16 @@ type Config struct {
 	// Due to random staggering, may be delayed as much as 2x this value.
 	CommitTimeout time.Duration
 
+	// QuiesceTimeout, when above zero, lets idle groups go quiet (RingKV;
+	// see quiesce.go). A follower that has every entry, knows they are
+	// committed and has heard nothing new for HeartbeatTimeout is told so in
+	// a heartbeat; once it confirms, the leader heartbeats it every
+	// QuiesceTimeout/10 (to twice that) instead of every HeartbeatTimeout/10
+	// and sends it no commit-index refreshes, and the follower stands for
+	// election only after QuiesceTimeout of silence. Any new entry ends it.
+	// Zero keeps upstream behaviour. Must be at least 2x HeartbeatTimeout.
+	QuiesceTimeout time.Duration
+
 	// MaxAppendEntries controls the maximum number of append entries
 	// to send at once. We want to strike a balance between efficiency
 	// and avoiding waste if the follower is going to reject because of
@@ -381,6 +391,9 @@ func ValidateConfig(config *Config) error {
 	}
 	if config.LeaderLeaseTimeout > config.HeartbeatTimeout {
 		return fmt.Errorf("LeaderLeaseTimeout (%s) cannot be larger than heartbeat timeout (%s)", config.LeaderLeaseTimeout, config.HeartbeatTimeout)
+	}
+	if config.QuiesceTimeout < 0 || (config.QuiesceTimeout > 0 && config.QuiesceTimeout < 2*config.HeartbeatTimeout) {
+		return fmt.Errorf("QuiesceTimeout (%s) must be 0 or at least twice the heartbeat timeout (%s)", config.QuiesceTimeout, config.HeartbeatTimeout)
 	}
 	if config.ElectionTimeout < config.HeartbeatTimeout {
 		return fmt.Errorf("ElectionTimeout (%s) must be equal or greater than Heartbeat Timeout (%s)", config.ElectionTimeout, config.HeartbeatTimeout)

@@ -214,7 +214,7 @@ func (r *Raft) runFollower() {
 		case <-heartbeatTimer:
 			r.mainThreadSaturation.working()
 			// Restart the heartbeat timer
-			hbTimeout := r.config().HeartbeatTimeout
+			hbTimeout := r.followerTimeout()
 			heartbeatTimer = randomTimeout(hbTimeout)
 
 			// Check if we have had a successful contact
@@ -284,6 +284,7 @@ func (r *Raft) liveBootstrap(configuration Configuration) error {
 
 // runCandidate runs the main loop while in the candidate state.
 func (r *Raft) runCandidate() {
+	r.quiescent.Store(false)
 	term := r.getCurrentTerm() + 1
 	r.logger.Info("entering candidate state", "node", r, "term", term)
 	metrics.IncrCounter([]string{"raft", "state", "candidate"}, 1)
@@ -467,6 +468,7 @@ func (r *Raft) setupLeaderState() {
 // runLeader runs the main loop while in leader state. Do the setup here and drop into
 // the leaderLoop for the hot loop.
 func (r *Raft) runLeader() {
+	r.quiescent.Store(false)
 	r.logger.Info("entering leader state", "leader", r)
 	metrics.IncrCounter([]string{"raft", "state", "leader"}, 1)
 
@@ -607,6 +609,7 @@ func (r *Raft) startStopReplication() {
 				notify:              make(map[*verifyFuture]struct{}),
 				notifyCh:            make(chan struct{}, 1),
 				stepDown:            r.leaderState.stepDown,
+				quiescence:          newQuiescence(),
 			}
 
 			r.leaderState.replState[server.ID] = s
@@ -935,11 +938,10 @@ func (r *Raft) leaderLoop() {
 		case <-lease:
 			r.mainThreadSaturation.working()
 			// Check if we've exceeded the lease, potentially stepping down
-			maxDiff := r.checkLeaderLease()
-
 			// Next check interval should adjust for the last node we've
-			// contacted, without going negative
-			checkInterval := r.config().LeaderLeaseTimeout - maxDiff
+			// contacted, without going negative (RingKV: checkLeaderLease
+			// returns it, since quiet followers have longer leases)
+			checkInterval := r.checkLeaderLease()
 			if checkInterval < minCheckInterval {
 				checkInterval = minCheckInterval
 			}
@@ -1032,9 +1034,16 @@ func (r *Raft) leadershipTransfer(id ServerID, address ServerAddress, repl *foll
 
 // checkLeaderLease is used to check if we can contact a quorum of nodes
 // within the last leader lease interval. If not, we need to step down,
-// as we may have lost connectivity. Returns the maximum duration without
-// contact. This must only be called from the main thread.
+// as we may have lost connectivity. Returns how long until the next check
+// is due. This must only be called from the main thread.
 func (r *Raft) checkLeaderLease() time.Duration {
+	// RingKV: the time until the next check is due, not the upstream
+	// maxDiff (the caller derived the same from it); quiet followers have
+	// longer leases, so it can be up to HeartbeatTimeout (quiesce.go).
+	next := r.config().LeaderLeaseTimeout
+	if r.config().QuiesceTimeout > 0 {
+		next = r.config().HeartbeatTimeout
+	}
 	// Track contacted nodes, we can always contact ourself
 	contacted := 0
 
@@ -1044,7 +1053,6 @@ func (r *Raft) checkLeaderLease() time.Duration {
 	leaseTimeout := r.config().LeaderLeaseTimeout
 
 	// Check each follower
-	var maxDiff time.Duration
 	now := time.Now()
 	for _, server := range r.configurations.latest.Servers {
 		if server.Suffrage == Voter {
@@ -1053,11 +1061,11 @@ func (r *Raft) checkLeaderLease() time.Duration {
 				continue
 			}
 			f := r.leaderState.replState[server.ID]
-			diff := now.Sub(f.LastContact())
-			if diff <= leaseTimeout {
+			diff, allowed := r.leaseOf(f, now, leaseTimeout)
+			if diff <= allowed {
 				contacted++
-				if diff > maxDiff {
-					maxDiff = diff
+				if allowed-diff < next {
+					next = allowed - diff
 				}
 			} else {
 				// Log at least once at high value, then debug. Otherwise it gets very verbose.
@@ -1078,7 +1086,7 @@ func (r *Raft) checkLeaderLease() time.Duration {
 		r.setState(Follower)
 		metrics.IncrCounter([]string{"raft", "transition", "leader_lease_timeout"}, 1)
 	}
-	return maxDiff
+	return next
 }
 
 // quorumSize is used to return the quorum size. This must only be called on
@@ -1248,6 +1256,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 
 	term := r.getCurrentTerm()
 	lastIndex := r.getLastIndex()
+	r.wakeFollowers(now)
 
 	n := len(applyLogs)
 	logs := make([]*Log, n)
@@ -1640,6 +1649,7 @@ func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 
 	// Everything went well, set success
 	resp.Success = true
+	resp.Quiescent = r.quiesceFollower(a)
 	r.setLastContact()
 }
 
@@ -1712,6 +1722,7 @@ func (r *Raft) requestVote(rpc RPC, req *RequestVoteRequest) {
 		}
 	}
 	if leaderAddr, leaderID := r.LeaderWithID(); leaderAddr != "" && leaderAddr != candidate && !req.LeadershipTransfer {
+		r.wakeCandidate(ServerID(req.ID))
 		r.logger.Warn("rejecting vote request since we have a leader",
 			"from", candidate,
 			"leader", leaderAddr,
@@ -1825,6 +1836,7 @@ func (r *Raft) requestPreVote(rpc RPC, req *RequestPreVoteRequest) {
 	}
 
 	if leaderAddr, leaderID := r.LeaderWithID(); leaderAddr != "" && leaderAddr != candidate {
+		r.wakeCandidate(candidateID)
 		r.logger.Warn("rejecting pre-vote request since we have a leader",
 			"from", candidate,
 			"leader", leaderAddr,
