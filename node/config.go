@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/partition"
+	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/transport"
 )
 
@@ -51,6 +52,8 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
+	// QuiesceTimeout lets idle Raft groups go quiet (replica.Config); 0 off.
+	QuiesceTimeout time.Duration
 	// HeartbeatLinger is how long a Raft heartbeat may wait for others to the
 	// same node so that they share a frame (transport.HeartbeatConfig).
 	// Zero sends each at once, still over the shared connection.
@@ -96,6 +99,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:       1000 * time.Millisecond,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		CommitTimeout:         200 * time.Millisecond,
+		QuiesceTimeout:        replica.DefaultConfig().QuiesceTimeout,
 		HeartbeatLinger:       transport.DefaultHeartbeatConfig().Linger,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
@@ -120,6 +124,7 @@ func TestConfig(name, dataDir string) Config {
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
+	c.QuiesceTimeout = 3 * time.Second
 	c.HeartbeatLinger = 10 * time.Millisecond
 	c.GossipProbeInterval = 200 * time.Millisecond
 	c.GossipProbeTimeout = 100 * time.Millisecond
@@ -176,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0 {
 		bad("Raft timeouts must be positive")
+	}
+	if c.QuiesceTimeout < 0 || (c.QuiesceTimeout > 0 && c.QuiesceTimeout < 2*c.HeartbeatTimeout) {
+		bad("--raft-quiesce-timeout %v: must be 0 (idle groups never go quiet) or at least twice --raft-heartbeat-timeout (%v)", c.QuiesceTimeout, c.HeartbeatTimeout)
 	}
 	if c.HeartbeatLinger < 0 || c.HeartbeatLinger >= c.LeaderLeaseTimeout/4 {
 		bad("--raft-heartbeat-linger %v: must be >= 0 and below a quarter of --raft-leader-lease-timeout (%v)", c.HeartbeatLinger, c.LeaderLeaseTimeout)

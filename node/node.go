@@ -446,6 +446,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.ElectionTimeout = n.cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.QuiesceTimeout = n.cfg.QuiesceTimeout
 	rc.Heartbeats = n.heartbeats
 	rc.Logger = n.log
 	rc.RaftLogLevel = n.cfg.RaftLogLevel

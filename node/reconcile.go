@@ -81,6 +81,11 @@ func (n *Node) onPeerHangup() {
 			r.LeaderGone(lid, "it hung up and its port refuses connections")
 		}
 	}
+	for lid, gone := range refused {
+		if gone {
+			n.log.Info("a peer hung up and its port refuses connections; its followers here stand for election early", "peer", lid)
+		}
+	}
 }
 
 // nodeStates is the planner's view of the cluster's nodes, from gossip.
@@ -293,6 +298,7 @@ type localReplica interface {
 	LeaderID() string
 	IsLeader() bool
 	LastContact() time.Time
+	Quiescent() bool
 }
 
 // removedReason says why r is to be deleted, or "" to keep it.
@@ -315,7 +321,7 @@ func (n *Node) removedReason(ctx context.Context, r localReplica, desired partit
 // hearsNoLeader reports whether r neither leads nor follows a leader that
 // still contacts it: it names no leader, or it has heard from none for
 // longer than Raft waits before it stands for election (twice the heartbeat
-// timeout). A replica removed while it was cut off is one of these once it
+// timeout, or the quiesce timeout when its group is quiet). A replica removed while it was cut off is one of these once it
 // runs again, as the leader that removed it never contacts it again, while
 // its own configuration still lists it; it may even go on naming that
 // leader (see replica.LastContact), so only the silence tells.
@@ -323,7 +329,11 @@ func (n *Node) hearsNoLeader(r localReplica) bool {
 	if r.IsLeader() {
 		return false
 	}
-	return r.LeaderID() == "" || time.Since(r.LastContact()) > 2*n.cfg.HeartbeatTimeout
+	wait := n.cfg.HeartbeatTimeout
+	if r.Quiescent() {
+		wait = n.cfg.QuiesceTimeout
+	}
+	return r.LeaderID() == "" || time.Since(r.LastContact()) > 2*wait
 }
 
 // peerReports is one collectRemoved pass's view of the other nodes: the

@@ -20,6 +20,7 @@ type fakeReplica struct {
 	leader      string
 	leading     bool
 	lastContact time.Time
+	quiet       bool
 }
 
 func (r fakeReplica) Partition() uint32                       { return r.pid }
@@ -27,6 +28,7 @@ func (r fakeReplica) Membership() (member, voter bool, n int) { return r.member,
 func (r fakeReplica) LeaderID() string                        { return r.leader }
 func (r fakeReplica) IsLeader() bool                          { return r.leading }
 func (r fakeReplica) LastContact() time.Time                  { return r.lastContact }
+func (r fakeReplica) Quiescent() bool                         { return r.quiet }
 
 // fakePeer is another node: its gossip entry and its answer to a local-only
 // Partitions call in each pass (1, 2, ...).
@@ -56,7 +58,7 @@ func part(leader string, term, commit, last uint64, replicas ...string) *ringkvv
 func collectPasses(t *testing.T, r fakeReplica, peers []fakePeer, passes int) (deletedAt int, asked []string) {
 	t.Helper()
 	n := &Node{
-		cfg:      Config{Name: "n3", HeartbeatTimeout: 300 * time.Millisecond},
+		cfg:      Config{Name: "n3", HeartbeatTimeout: 300 * time.Millisecond, QuiesceTimeout: 3 * time.Second},
 		log:      slog.New(slog.DiscardHandler),
 		removals: map[uint32]removalSeen{},
 	}
@@ -117,6 +119,18 @@ func TestCollectRemoved(t *testing.T) {
 		name:  "member following a leader it hears from is not asked about",
 		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
+	}, {
+		// A quiet group's leader heartbeats every QuiesceTimeout/10 to /5:
+		// silence past twice the heartbeat timeout is normal there.
+		name:  "quiet follower between two quiet heartbeats is not asked about",
+		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now.Add(-2 * time.Second), quiet: true},
+		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
+	}, {
+		name:    "quiet follower silent for twice the quiesce timeout is asked about",
+		r:       fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent, quiet: true},
+		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without}},
+		deleted: 2,
+		asks:    "n1",
 	}, {
 		name:    "not in its own configuration: the leader it follows answers",
 		r:       fakeReplica{pid: 5, member: false, leader: "n1", lastContact: now},
@@ -213,7 +227,7 @@ func TestCollectRemoved(t *testing.T) {
 // leader's word, one pass asks each other member at most once.
 func TestCollectRemovedAsksEachPeerOncePerPass(t *testing.T) {
 	n := &Node{
-		cfg:      Config{Name: "n3", HeartbeatTimeout: 300 * time.Millisecond},
+		cfg:      Config{Name: "n3", HeartbeatTimeout: 300 * time.Millisecond, QuiesceTimeout: 3 * time.Second},
 		log:      slog.New(slog.DiscardHandler),
 		removals: map[uint32]removalSeen{},
 	}

@@ -112,6 +112,9 @@ func (r *Replica) failover(id, why string) {
 	if r.raft.State() != raft.Follower || r.LeaderID() != id {
 		return // a new leader already, or we stand already
 	}
+	// A quiet follower waits QuiesceTimeout for its leader: back to the
+	// heartbeat timeout, which the next line lowers.
+	r.raft.Wake()
 	if err := r.raft.ReloadConfig(fast); err != nil {
 		r.log.Warn("fast failover: lowering the heartbeat and election timeouts", "error", err)
 		return

@@ -60,10 +60,16 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	MaxAppendEntries   int
-	SnapshotInterval   time.Duration
-	SnapshotThreshold  uint64
-	TrailingLogs       uint64
+	// QuiesceTimeout lets idle groups go quiet (raft.Config.QuiesceTimeout,
+	// in the patched hashicorp/raft): a follower of an idle group is
+	// heartbeated every QuiesceTimeout/10 to /5 and waits QuiesceTimeout
+	// for its leader, unless fast failover (failover.go) wakes it first.
+	// Zero turns it off; otherwise at least 2x HeartbeatTimeout.
+	QuiesceTimeout    time.Duration
+	MaxAppendEntries  int
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 	// LogCacheSize is how many recent log entries are kept in memory.
 	LogCacheSize int
 
@@ -89,6 +95,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      200 * time.Millisecond,
+		QuiesceTimeout:     10 * time.Second,
 		MaxAppendEntries:   256,
 		SnapshotInterval:   60 * time.Second,
 		SnapshotThreshold:  16384,
@@ -106,6 +113,7 @@ func TestConfig() Config {
 	c.ElectionTimeout = 200 * time.Millisecond
 	c.LeaderLeaseTimeout = 100 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
+	c.QuiesceTimeout = 2 * time.Second
 	c.SnapshotInterval = 5 * time.Second
 	c.SnapshotThreshold = 1024
 	c.TrailingLogs = 256
@@ -127,6 +135,8 @@ func (c Config) Validate() error {
 		return errors.New("replica: Raft timeouts must be positive")
 	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
 		return fmt.Errorf("replica: LeaderLeaseTimeout %v exceeds HeartbeatTimeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.QuiesceTimeout < 0 || (c.QuiesceTimeout > 0 && c.QuiesceTimeout < 2*c.HeartbeatTimeout):
+		return fmt.Errorf("replica: QuiesceTimeout %v must be 0 (off) or at least twice HeartbeatTimeout %v", c.QuiesceTimeout, c.HeartbeatTimeout)
 	case c.MaxAppendEntries <= 0 || c.MaxAppendEntries > 1024:
 		return fmt.Errorf("replica: MaxAppendEntries %d outside 1..1024", c.MaxAppendEntries)
 	case c.LogCacheSize <= 0:
@@ -245,6 +255,7 @@ func Open(cfg Config) (*Replica, error) {
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = cfg.CommitTimeout
+	rc.QuiesceTimeout = cfg.QuiesceTimeout
 	rc.MaxAppendEntries = cfg.MaxAppendEntries
 	rc.BatchApplyCh = true
 	rc.SnapshotInterval = cfg.SnapshotInterval
@@ -378,6 +389,11 @@ func (r *Replica) LeaderID() string {
 // a leader that may never contact it again (one that removed it, say). Ask
 // LastContact, not LeaderID, whether a leader is really followed.
 func (r *Replica) LastContact() time.Time { return r.raft.LastContact() }
+
+// Quiescent reports whether this follower's group has gone quiet: its
+// leader heartbeats it only every QuiesceTimeout/10 to /5, and it waits
+// QuiesceTimeout, not HeartbeatTimeout, before standing for election.
+func (r *Replica) Quiescent() bool { return r.raft.Quiescent() }
 
 // IsLeader reports whether this replica currently believes it leads.
 func (r *Replica) IsLeader() bool { return r.raft.State() == raft.Leader }
