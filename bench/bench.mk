@@ -32,7 +32,7 @@ bench-clean:
 rebalance: build
 	./bench/rebalance.sh
 
-## failover: kill -9 the busiest leader of a fresh 3-node cluster: how long writes to its partitions stop (RUNS, PARTITIONS, KVD_FLAGS).
+## failover: kill -9 the busiest leader of a fresh 3-node cluster: how long writes to its partitions stop (RUNS, PARTITIONS, IDLE_BEFORE_KILL, KVD_FLAGS).
 .PHONY: failover
 failover: build
 	./bench/failover.sh

@@ -7,8 +7,10 @@
 # times on fresh clusters and saves each run's JSON to
 # bench/results/<UTC timestamp>-failover/.
 #
-# Knobs (environment): RUNS (3), PARTITIONS (64), KVD_FLAGS (extra kvd
-# flags, e.g. "--heartbeat-timeout 500ms"), KVD, KVCTL.
+# Knobs (environment): RUNS (3), PARTITIONS (64), IDLE_BEFORE_KILL (0: the
+# writers write through the kill; e.g. 5s: they stop 5 s before it and start
+# again at it, so the kill finds every group idle and quiet), KVD_FLAGS
+# (extra kvd flags, e.g. "--raft-heartbeat-timeout 500ms"), KVD, KVCTL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -16,6 +18,7 @@ source bench/lib.sh
 
 RUNS=${RUNS:-3}
 PARTITIONS=${PARTITIONS:-64}
+IDLE_BEFORE_KILL=${IDLE_BEFORE_KILL:-0}
 KVD=${KVD:-./bin/kvd}
 KVCTL=${KVCTL:-./bin/kvctl}
 GO=${GO:-go}
@@ -33,7 +36,7 @@ for ((run = 1; run <= RUNS; run++)); do
   # The victim's "Killed" job notice is expected; keep it off the terminal.
   disown -a
   pids="c1=${server_pids[0]},c2=${server_pids[1]},c3=${server_pids[2]}"
-  "$tmp/failover" --endpoints "$eps" --pids "$pids" --partitions "$PARTITIONS" --json "$results/run$run.json" |
+  "$tmp/failover" --endpoints "$eps" --pids "$pids" --partitions "$PARTITIONS" --idle-before-kill "$IDLE_BEFORE_KILL" --json "$results/run$run.json" |
     sed "s/^/run $run: /" | tee -a "$results/summary.txt" || log "run $run: some partition did not resume"
   stop_servers
   for i in 1 2 3; do cp "$tmp/run$run/c$i.log" "$results/run$run-c$i.log"; done

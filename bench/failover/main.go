@@ -7,7 +7,10 @@
 // leads the most partitions with SIGKILL, and reports for every partition
 // the victim led the time from the kill to the first acknowledged write
 // started after it (and, for the other partitions, the longest gap between
-// acknowledgements). bench/failover.sh starts the cluster and passes the
+// acknowledgements). With --idle-before-kill the writers stop after the
+// warm-up and start again at the kill, so the kill finds every group idle
+// (quiet, with Raft's quiescence on): the case where the followers have
+// not heard from their leader for a while already. bench/failover.sh starts the cluster and passes the
 // node PIDs; `make failover` runs it.
 package main
 
@@ -48,15 +51,16 @@ func main() {
 	warmup := flag.Duration("warmup", 3*time.Second, "writing before the kill")
 	after := flag.Duration("after", 15*time.Second, "writing after the kill")
 	opTimeout := flag.Duration("op-timeout", 10*time.Second, "bound on one put, client retries included")
+	idle := flag.Duration("idle-before-kill", 0, "stop writing this long before the kill (0: write through it)")
 	jsonOut := flag.String("json", "", "also write the result as one JSON document to this file")
 	flag.Parse()
-	if err := run(*endpoints, *pids, *partitions, *warmup, *after, *opTimeout, *jsonOut); err != nil {
+	if err := run(*endpoints, *pids, *partitions, *warmup, *after, *opTimeout, *idle, *jsonOut); err != nil {
 		fmt.Fprintln(os.Stderr, "failover:", err)
 		os.Exit(1)
 	}
 }
 
-func run(endpoints, pidList string, parts int, warmup, after, opTimeout time.Duration, jsonOut string) error {
+func run(endpoints, pidList string, parts int, warmup, after, opTimeout, idle time.Duration, jsonOut string) error {
 	if endpoints == "" || pidList == "" {
 		return errors.New("--endpoints and --pids are required")
 	}
@@ -81,7 +85,7 @@ func run(endpoints, pidList string, parts int, warmup, after, opTimeout time.Dur
 	}
 	defer cl.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), warmup+after+2*opTimeout+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), warmup+idle+after+3*opTimeout+30*time.Second)
 	defer cancel()
 	pr, err := cl.Partitions(ctx)
 	if err != nil {
@@ -119,37 +123,54 @@ func run(endpoints, pidList string, parts int, warmup, after, opTimeout time.Dur
 		stop   = make(chan struct{})
 		wg     sync.WaitGroup
 	)
-	for p := range parts {
-		wg.Go(func() {
-			for i := 0; i < 1_000_000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
+	// write starts one closed-loop writer per partition, until stop closes.
+	write := func(stop <-chan struct{}, wg *sync.WaitGroup) {
+		for p := range parts {
+			wg.Go(func() {
+				for i := 0; i < 1_000_000; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					octx, ocancel := context.WithTimeout(ctx, opTimeout)
+					start := time.Now()
+					_, err := cl.Put(octx, keys[p], fmt.Appendf(nil, "v%d", i))
+					ocancel()
+					mu.Lock()
+					if err == nil {
+						acks[p] = append(acks[p], ack{start, time.Now()})
+					} else {
+						failed++
+					}
+					mu.Unlock()
+					if err != nil {
+						time.Sleep(10 * time.Millisecond) // the client already retried; do not spin
+					}
 				}
-				octx, ocancel := context.WithTimeout(ctx, opTimeout)
-				start := time.Now()
-				_, err := cl.Put(octx, keys[p], fmt.Appendf(nil, "v%d", i))
-				ocancel()
-				mu.Lock()
-				if err == nil {
-					acks[p] = append(acks[p], ack{start, time.Now()})
-				} else {
-					failed++
-				}
-				mu.Unlock()
-				if err != nil {
-					time.Sleep(10 * time.Millisecond) // the client already retried; do not spin
-				}
-			}
-		})
+			})
+		}
 	}
-	time.Sleep(warmup)
+	if idle > 0 {
+		var warm sync.WaitGroup
+		warmStop := make(chan struct{})
+		write(warmStop, &warm)
+		time.Sleep(warmup)
+		close(warmStop)
+		warm.Wait()
+		time.Sleep(idle)
+	} else {
+		write(stop, &wg)
+		time.Sleep(warmup)
+	}
 	killedAt := time.Now()
 	if err := syscall.Kill(pids[victim], syscall.SIGKILL); err != nil {
 		close(stop)
 		wg.Wait()
 		return fmt.Errorf("kill %s (pid %d): %w", victim, pids[victim], err)
+	}
+	if idle > 0 {
+		write(stop, &wg)
 	}
 	time.Sleep(after)
 	close(stop)
