@@ -41,7 +41,7 @@ func ParseFlags(args []string, logOut, usageOut io.Writer) (Config, error) {
 	fs.DurationVar(&c.LeaderLeaseTimeout, "raft-leader-lease-timeout", c.LeaderLeaseTimeout, "Raft leader lease timeout (a leader that cannot reach a quorum for this long steps down)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the client port")
 	fs.DurationVar(&c.CommitTimeout, "raft-commit-timeout", c.CommitTimeout, "how long an idle Raft leader waits before telling followers the commit index (bounds how far eventual reads on followers trail when there is no write traffic)")
-	fs.DurationVar(&c.QuiesceTimeout, "raft-quiesce-timeout", c.QuiesceTimeout, "idle Raft groups go quiet: their leader heartbeats each follower every tenth of this (to a fifth) instead of every tenth of --raft-heartbeat-timeout, and a quiet follower waits this long for its leader unless gossip or a hangup says the leader's node is down (0: never quiet)")
+	fs.DurationVar(&c.QuiesceTimeout, "raft-quiesce-timeout", c.QuiesceTimeout, "idle Raft groups go quiet: their leader heartbeats each follower every quarter to half of this instead of every tenth to fifth of --raft-heartbeat-timeout, and a quiet follower waits this long for its leader unless gossip or a hangup says the leader's node is down (0: never quiet)")
 	fs.DurationVar(&c.HeartbeatLinger, "raft-heartbeat-linger", c.HeartbeatLinger, "how long a Raft heartbeat may wait for others to the same node so one frame carries them all (0: send each at once; heartbeats of strong reads never wait)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")

@@ -20,6 +20,7 @@ type metrics struct {
 	underReplicated, moving                  prometheus.Gauge
 	movesStarted, movesFinished, movesFailed prometheus.Counter
 	leaderDesc, appliedDesc, membersDesc     *prometheus.Desc
+	quietDesc                                *prometheus.Desc
 }
 
 func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
@@ -53,6 +54,8 @@ func newMetrics(n *Node, reg prometheus.Registerer) *metrics {
 		leaderDesc:  prometheus.NewDesc("ringkv_partition_leader", "1 if this node leads the partition, else 0.", []string{"partition"}, nil),
 		appliedDesc: prometheus.NewDesc("ringkv_partition_applied_index", "Raft index applied to the partition's state machine on this node.", []string{"partition"}, nil),
 		membersDesc: prometheus.NewDesc("ringkv_members", "Cluster members by gossip status, as this node sees them.", []string{"status"}, nil),
+		quietDesc: prometheus.NewDesc("ringkv_partitions_quiet",
+			"Replicas on this node that follow a quiet (idle) group: their leader heartbeats them every quarter to half of --raft-quiesce-timeout.", nil, nil),
 	}
 	sent := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "ringkv_raft_sent_bytes_total", Help: "Bytes sent to Raft peers (appends and snapshots) by every replica on this node.",
@@ -81,10 +84,15 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.leaderDesc
 	ch <- m.appliedDesc
 	ch <- m.membersDesc
+	ch <- m.quietDesc
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	quiet := 0.0
 	for _, r := range m.n.localReplicas() {
+		if r.Quiescent() {
+			quiet++
+		}
 		pid := strconv.FormatUint(uint64(r.Partition()), 10)
 		lead := 0.0
 		if r.IsLeader() {
@@ -93,6 +101,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.leaderDesc, prometheus.GaugeValue, lead, pid)
 		ch <- prometheus.MustNewConstMetric(m.appliedDesc, prometheus.GaugeValue, float64(r.AppliedIndex()), pid)
 	}
+	ch <- prometheus.MustNewConstMetric(m.quietDesc, prometheus.GaugeValue, quiet)
 	if m.n.gossip == nil {
 		return
 	}

@@ -114,6 +114,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	hc := transport.DefaultHeartbeatConfig()
 	hc.Linger = cfg.HeartbeatLinger
+	hc.QuietLinger = cfg.QuiesceTimeout / 20 // quiet heartbeats are QuiesceTimeout/4 to /2 apart
 	hc.SentBytes = &n.sentBytes
 	hc.Logger = tc.Logger
 	if n.heartbeats, err = transport.NewHeartbeats(n.mux, hc); err != nil {

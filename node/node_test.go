@@ -238,6 +238,9 @@ func TestConfigValidate(t *testing.T) {
 		{"key limit too large", func(c *Config) { c.MaxKeySize = 1 << 20 }, "--max-key-size"},
 		{"linger near the lease", func(c *Config) { c.HeartbeatLinger = c.LeaderLeaseTimeout / 4 }, "--raft-heartbeat-linger"},
 		{"negative linger", func(c *Config) { c.HeartbeatLinger = -time.Millisecond }, "--raft-heartbeat-linger"},
+		{"quiesce timeout under twice the heartbeat timeout", func(c *Config) { c.QuiesceTimeout = c.HeartbeatTimeout }, "--raft-quiesce-timeout"},
+		{"negative quiesce timeout", func(c *Config) { c.QuiesceTimeout = -time.Second }, "--raft-quiesce-timeout"},
+		{"quiescence off", func(c *Config) { c.QuiesceTimeout = 0 }, ""},
 		{"default linger with the default lease", func(c *Config) {
 			d := DefaultConfig()
 			c.HeartbeatLinger, c.LeaderLeaseTimeout, c.HeartbeatTimeout = d.HeartbeatLinger, d.LeaderLeaseTimeout, d.HeartbeatTimeout

@@ -120,7 +120,7 @@ func TestCollectRemoved(t *testing.T) {
 		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
 	}, {
-		// A quiet group's leader heartbeats every QuiesceTimeout/10 to /5:
+		// A quiet group's leader heartbeats every QuiesceTimeout/4 to /2:
 		// silence past twice the heartbeat timeout is normal there.
 		name:  "quiet follower between two quiet heartbeats is not asked about",
 		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now.Add(-2 * time.Second), quiet: true},

@@ -62,7 +62,7 @@ type Config struct {
 	CommitTimeout      time.Duration
 	// QuiesceTimeout lets idle groups go quiet (raft.Config.QuiesceTimeout,
 	// in the patched hashicorp/raft): a follower of an idle group is
-	// heartbeated every QuiesceTimeout/10 to /5 and waits QuiesceTimeout
+	// heartbeated every QuiesceTimeout/4 to /2 and waits QuiesceTimeout
 	// for its leader, unless fast failover (failover.go) wakes it first.
 	// Zero turns it off; otherwise at least 2x HeartbeatTimeout.
 	QuiesceTimeout    time.Duration
@@ -391,7 +391,7 @@ func (r *Replica) LeaderID() string {
 func (r *Replica) LastContact() time.Time { return r.raft.LastContact() }
 
 // Quiescent reports whether this follower's group has gone quiet: its
-// leader heartbeats it only every QuiesceTimeout/10 to /5, and it waits
+// leader heartbeats it only every QuiesceTimeout/4 to /2, and it waits
 // QuiesceTimeout, not HeartbeatTimeout, before standing for election.
 func (r *Replica) Quiescent() bool { return r.raft.Quiescent() }
 

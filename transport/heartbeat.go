@@ -40,6 +40,11 @@ type HeartbeatConfig struct {
 	// Heartbeats.Urgent) never wait; they still share a frame with whatever
 	// is queued. Zero sends at once. It must stay under a quarter of Timeout.
 	Linger time.Duration
+	// QuietLinger is the longer wait of a quiet heartbeat (one that offers
+	// quiet, raft.AppendEntriesRequest.Quiesce): its follower waits
+	// seconds for it, so it can wait for more company. Under a quarter of
+	// Timeout; below Linger, Linger applies.
+	QuietLinger time.Duration
 	// Timeout bounds one heartbeat: connecting, writing and the answer.
 	Timeout time.Duration
 	// SentBytes, if set, counts the bytes written to peers.
@@ -50,7 +55,7 @@ type HeartbeatConfig struct {
 
 // DefaultHeartbeatConfig returns the production settings.
 func DefaultHeartbeatConfig() HeartbeatConfig {
-	return HeartbeatConfig{Linger: 40 * time.Millisecond, Timeout: 10 * time.Second}
+	return HeartbeatConfig{Linger: 40 * time.Millisecond, QuietLinger: 500 * time.Millisecond, Timeout: 10 * time.Second}
 }
 
 const (
@@ -113,8 +118,9 @@ type hbHandler struct {
 // NewHeartbeats registers the heartbeat channel on m and starts answering
 // peers' heartbeats. Close it before closing m.
 func NewHeartbeats(m *Mux, cfg HeartbeatConfig) (*Heartbeats, error) {
-	if cfg.Timeout <= 0 || cfg.Linger < 0 || cfg.Linger >= cfg.Timeout/4 {
-		return nil, fmt.Errorf("transport: heartbeat timeout %v must be positive and linger %v from 0 to under a quarter of it", cfg.Timeout, cfg.Linger)
+	if cfg.Timeout <= 0 || cfg.Linger < 0 || cfg.Linger >= cfg.Timeout/4 || cfg.QuietLinger >= cfg.Timeout/4 {
+		return nil, fmt.Errorf("transport: heartbeat timeout %v must be positive, linger %v from 0 and quiet linger %v under a quarter of it",
+			cfg.Timeout, cfg.Linger, cfg.QuietLinger)
 	}
 	layer, err := m.Listen(HeartbeatChannel)
 	if err != nil {
@@ -506,6 +512,7 @@ type hbCall struct {
 	urgent bool
 	queued bool      // taken by a peer (set by enqueue)
 	at     time.Time // when it was queued
+	due    time.Time // when it has lingered enough (see linger)
 	resp   raft.AppendEntriesResponse
 	done   chan error // receives exactly one value
 }
@@ -519,7 +526,8 @@ type hbPeer struct {
 
 	mu          sync.Mutex
 	queue       []*hbCall
-	urgent      bool // an urgent call is queued
+	urgent      bool      // an urgent call is queued
+	due         time.Time // the earliest due time of the queued calls (see linger)
 	conn        *hbConn
 	retiring    bool
 	unsupported time.Time // the peer has no heartbeat channel; checked again after unsupportedRetry
@@ -555,6 +563,14 @@ func (p *hbPeer) enqueue(c *hbCall) error {
 	}
 	c.queued = true
 	c.at = time.Now()
+	linger := p.h.cfg.Linger
+	if c.req.req.Quiesce {
+		linger = max(linger, p.h.cfg.QuietLinger)
+	}
+	c.due = c.at.Add(linger)
+	if len(p.queue) == 0 || c.due.Before(p.due) {
+		p.due = c.due
+	}
 	p.queue = append(p.queue, c)
 	p.urgent = p.urgent || c.urgent
 	select {
@@ -619,8 +635,11 @@ func (p *hbPeer) write() {
 		copy(batch, p.queue)
 		p.queue = append(p.queue[:0], p.queue[n:]...)
 		p.urgent = false
-		for _, c := range p.queue {
+		for i, c := range p.queue {
 			p.urgent = p.urgent || c.urgent
+			if i == 0 || c.due.Before(p.due) {
+				p.due = c.due
+			}
 		}
 		if len(p.queue) > 0 {
 			select {
@@ -637,38 +656,31 @@ func (p *hbPeer) write() {
 	}
 }
 
-// linger waits, after the first queued heartbeat, until Linger has passed
-// or an urgent one arrives. It reports false if the channel closed.
+// linger waits until the earliest due time of the queued calls (when the
+// first of them has lingered its Linger, or QuietLinger for quiet
+// heartbeats), or until an urgent call arrives or the batch is full. It
+// reports false if the channel closed.
 func (p *hbPeer) linger() bool {
-	linger := p.h.cfg.Linger
-	if linger <= 0 {
-		return true
-	}
-	p.mu.Lock()
-	if len(p.queue) == 0 || p.urgent || len(p.queue) >= maxBatchItems {
-		p.mu.Unlock()
-		return true
-	}
-	wait := linger - time.Since(p.queue[0].at)
-	p.mu.Unlock()
-	if wait <= 0 {
-		return true
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
 	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 || p.urgent || len(p.queue) >= maxBatchItems {
+			p.mu.Unlock()
+			return true
+		}
+		wait := time.Until(p.due)
+		p.mu.Unlock()
+		if wait <= 0 {
+			return true
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-p.h.done:
+			t.Stop()
 			return false
 		case <-t.C:
 			return true
 		case <-p.wake:
-			p.mu.Lock()
-			urgent := p.urgent || len(p.queue) >= maxBatchItems
-			p.mu.Unlock()
-			if urgent {
-				return true
-			}
+			t.Stop() // look again: urgent, full, or due sooner
 		}
 	}
 }

@@ -2213,3 +2213,42 @@ func TestHeartbeatsOnHangupBothWays(t *testing.T) {
 		})
 	}
 }
+
+// TestHeartbeatsQuietLinger: a quiet heartbeat (one offering quiet) waits
+// QuietLinger for company, not Linger; a heartbeat queued after it with a
+// shorter linger takes it along.
+func TestHeartbeatsQuietLinger(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	const quietLinger = 2 * time.Second
+	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) {
+		c.Linger, c.QuietLinger, c.Timeout = 20*time.Millisecond, quietLinger, 10*time.Second
+	}))
+	b := newHBNode(t, testHBConfig(nil))
+	serveFollower(t, b.hb, nil, 1, 2)
+	quiet := func(pid uint32) *raft.AppendEntriesRequest {
+		req := leaderHeartbeat(pid, 3)
+		req.Quiesce = true
+		return req
+	}
+
+	// Alone, it lingers its whole QuietLinger.
+	r := waitSend(t, sendAsync(a.hb, 1, b.addr, quiet(1), nil), waitLimit)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.took < quietLinger {
+		t.Fatalf("a quiet heartbeat alone was answered after %v; want it to linger %v first", r.took, quietLinger)
+	}
+
+	// With company due sooner, it goes with it.
+	slow := sendAsync(a.hb, 1, b.addr, quiet(1), nil)
+	waitFor(t, "the quiet heartbeat queued", func() bool { return queuedCalls(a.hb, b.addr) == 1 })
+	fast := waitSend(t, sendAsync(a.hb, 2, b.addr, leaderHeartbeat(2, 3), nil), waitLimit)
+	r = waitSend(t, slow, waitLimit)
+	if fast.err != nil || r.err != nil {
+		t.Fatalf("answers: %v, %v", fast.err, r.err)
+	}
+	if r.took >= quietLinger {
+		t.Fatalf("the quiet heartbeat waited %v although a heartbeat due sooner was queued after it", r.took)
+	}
+}

@@ -164,10 +164,11 @@ type Config struct {
 	// see quiesce.go). A follower that has every entry, knows they are
 	// committed and has heard nothing new for HeartbeatTimeout is told so in
 	// a heartbeat; once it confirms, the leader heartbeats it every
-	// QuiesceTimeout/10 (to twice that) instead of every HeartbeatTimeout/10
-	// and sends it no commit-index refreshes, and the follower stands for
-	// election only after QuiesceTimeout of silence. Any new entry ends it.
-	// Zero keeps upstream behaviour. Must be at least 2x HeartbeatTimeout.
+	// QuiesceTimeout/4 to QuiesceTimeout/2 instead of every
+	// HeartbeatTimeout/10 to /5 and sends it no commit-index refreshes, and
+	// the follower stands for election only after QuiesceTimeout of
+	// silence. Any new entry ends it. Zero keeps upstream behaviour. Must be
+	// at least 2x HeartbeatTimeout.
 	QuiesceTimeout time.Duration
 
 	// MaxAppendEntries controls the maximum number of append entries

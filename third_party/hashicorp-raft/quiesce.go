@@ -19,8 +19,10 @@
 //     only if its own commit index reaches its last index; it then stands
 //     for election after QuiesceTimeout of silence instead of
 //     HeartbeatTimeout. Once it has accepted, the leader heartbeats it every
-//     QuiesceTimeout/10 (to twice that) and counts it toward its lease for
-//     QuiesceTimeout/2.
+//     QuiesceTimeout/4 to QuiesceTimeout/2 (at least two heartbeats in each
+//     wait; the heartbeats are a safety net, the embedding application's
+//     failure detector is the fast path) and counts it toward its lease for
+//     QuiesceTimeout, checking the lease no more often than that needs.
 //   - Anything else ends it. A new entry on the leader (wakeFollowers),
 //     any append or heartbeat without Quiesce on the follower, a vote
 //     request the leader refuses (wakeCandidate: a follower lost its leader,
@@ -34,7 +36,7 @@
 // answered by a follower that has it. What changes is liveness: a quiet
 // follower notices a silent leader after QuiesceTimeout, not
 // HeartbeatTimeout, unless told sooner through Wake; and a leader cut off
-// from quiet followers steps down after up to QuiesceTimeout/2.
+// from quiet followers steps down after up to QuiesceTimeout.
 package raft
 
 import (
@@ -93,7 +95,7 @@ func (r *Raft) commitTick(s *followerReplication) <-chan time.Time {
 // heartbeatInterval is the base of the wait before s's next heartbeat.
 func (r *Raft) heartbeatInterval(s *followerReplication) time.Duration {
 	if s.quiet.Load() {
-		return r.config().QuiesceTimeout / 10
+		return r.config().QuiesceTimeout / 4
 	}
 	return r.config().HeartbeatTimeout / 10
 }
@@ -171,7 +173,7 @@ func (r *Raft) leaseOf(f *followerReplication, now time.Time, lease time.Duratio
 		last = time.Unix(0, ended)
 	}
 	allowed = lease
-	if q := r.config().QuiesceTimeout / 2; f.quiet.Load() && q > allowed {
+	if q := r.config().QuiesceTimeout; f.quiet.Load() && q > allowed {
 		allowed = q
 	}
 	return now.Sub(last), allowed

@@ -1039,10 +1039,10 @@ func (r *Raft) leadershipTransfer(id ServerID, address ServerAddress, repl *foll
 func (r *Raft) checkLeaderLease() time.Duration {
 	// RingKV: the time until the next check is due, not the upstream
 	// maxDiff (the caller derived the same from it); quiet followers have
-	// longer leases, so it can be up to HeartbeatTimeout (quiesce.go).
+	// leases of QuiesceTimeout, so it can be up to that (quiesce.go).
 	next := r.config().LeaderLeaseTimeout
 	if r.config().QuiesceTimeout > 0 {
-		next = r.config().HeartbeatTimeout
+		next = r.config().QuiesceTimeout
 	}
 	// Track contacted nodes, we can always contact ourself
 	contacted := 0

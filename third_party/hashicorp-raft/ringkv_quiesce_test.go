@@ -129,7 +129,7 @@ func applied(n *quietNode) int {
 }
 
 // An idle group goes quiet: both followers accept, the leader sends about
-// one append per follower per QuiesceTimeout/10 instead of a heartbeat
+// one append per follower per QuiesceTimeout/4 to /2 instead of a heartbeat
 // every HeartbeatTimeout/10 and a commit refresh every CommitTimeout, nobody
 // stands for election, and a write afterwards commits and reaches every
 // follower's state machine (they learn its commit index although they had
@@ -147,17 +147,17 @@ func TestRingKVQuietGroupStopsChattering(t *testing.T) {
 	})
 	term := leader.raft.CurrentTerm()
 
-	// Quiet heartbeats: every 100-200 ms to each of 2 followers, about 10-20
+	// Quiet heartbeats: every 250-500 ms to each of 2 followers, about 4-8
 	// in a second. Upstream's timers here (a heartbeat every 5-10 ms and a
 	// commit refresh every 5-10 ms per follower) would send over 400.
 	before := leader.appends.Load()
 	time.Sleep(time.Second) // the window being measured, not a wait for a condition
 	sent := leader.appends.Load() - before
 	if sent > 60 {
-		t.Fatalf("the quiet leader sent %d appends in 1 s; want about 20 (quiet heartbeats only)", sent)
+		t.Fatalf("the quiet leader sent %d appends in 1 s; want about 4-8 (quiet heartbeats only)", sent)
 	}
 	if sent == 0 {
-		t.Fatalf("the quiet leader sent nothing in 1 s; quiet heartbeats must go on (QuiesceTimeout/10)")
+		t.Fatalf("the quiet leader sent nothing in 1 s; quiet heartbeats must go on (every QuiesceTimeout/4 to /2)")
 	}
 	for _, n := range nodes {
 		if got := n.raft.CurrentTerm(); got != term {
@@ -236,7 +236,7 @@ func waitWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
 // learns the commit index at once either way it gets in touch: by refusing
 // a quiet offer (it waits long before an election, so the leader's next
 // quiet heartbeat comes first), or by asking the leader for a vote (its
-// election timeout is short; the leader's quiet heartbeats are 6-12 s apart
+// election timeout is short; the leader's quiet heartbeats are 15-30 s apart
 // here, so only the vote request can wake it in time).
 func TestRingKVRestartedFollowerLearnsTheCommitIndex(t *testing.T) {
 	for _, tt := range []struct {
