@@ -33,15 +33,7 @@ func TestHeartbeatsShareFrames(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	resp, err := testHTTP.Get("http://" + c.nodes[0].ClientAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := metricsOf(t, c.nodes[0])
 	for _, name := range []string{"ringkv_raft_coalesced_sent_total", "ringkv_raft_coalesced_frames_total", "ringkv_raft_coalesced_answered_total"} {
 		if !strings.Contains(string(body), "\n"+name+" ") {
 			t.Errorf("/metrics lacks %s", name)
@@ -49,8 +41,8 @@ func TestHeartbeatsShareFrames(t *testing.T) {
 	}
 }
 
-// quietReplicas reads ringkv_partitions_quiet from n's /metrics.
-func quietReplicas(t *testing.T, n *Node) int {
+// metricsOf returns n's /metrics page.
+func metricsOf(t *testing.T, n *Node) []byte {
 	t.Helper()
 	resp, err := testHTTP.Get("http://" + n.ClientAddr() + "/metrics")
 	if err != nil {
@@ -61,6 +53,13 @@ func quietReplicas(t *testing.T, n *Node) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return body
+}
+
+// quietReplicas reads ringkv_partitions_quiet from n's /metrics.
+func quietReplicas(t *testing.T, n *Node) int {
+	t.Helper()
+	body := metricsOf(t, n)
 	m := regexp.MustCompile(`(?m)^ringkv_partitions_quiet (\S+)$`).FindSubmatch(body)
 	if m == nil {
 		t.Fatalf("%s: /metrics lacks ringkv_partitions_quiet", n.Name())
