@@ -22,7 +22,9 @@
 //     QuiesceTimeout/4 to QuiesceTimeout/2 (at least two heartbeats in each
 //     wait; the heartbeats are a safety net, the embedding application's
 //     failure detector is the fast path) and counts it toward its lease for
-//     QuiesceTimeout, checking the lease no more often than that needs.
+//     QuiesceTimeout, checking the lease no more often than that needs. The
+//     quiet lease applies from the offer on: a transport may hold the
+//     offer for company longer than the normal lease.
 //   - Anything else ends it. A new entry on the leader (wakeFollowers),
 //     any append or heartbeat without Quiesce on the follower, a vote
 //     request the leader refuses (wakeCandidate: a follower lost its leader,
@@ -51,6 +53,11 @@ type quiescence struct {
 	// quiet: the follower accepted a Quiesce heartbeat, and nothing woke
 	// the pair since.
 	quiet atomic.Bool
+	// offering: a Quiesce heartbeat is on its way. The transport may hold
+	// it for company (RingKV's heartbeat channel lingers quiet heartbeats),
+	// longer than the lease, and nothing else goes to a calm follower
+	// meanwhile; so the follower's lease is the quiet one until the answer.
+	offering atomic.Bool
 	// quietEnded is when quiet last went false (Unix nanos).
 	quietEnded atomic.Int64
 	// wakeCh cuts the heartbeat goroutine's quiet wait short.
@@ -119,7 +126,9 @@ func (r *Raft) quiesceAnswered(s *followerReplication, req *AppendEntriesRequest
 	case !req.Quiesce:
 		s.setQuiet(false)
 	case resp.Success && resp.Quiescent:
-		s.setQuiet(true)
+		// Unless a write came while the offer was on its way (it may have
+		// lingered): the follower has been woken by its append since.
+		s.setQuiet(r.calm(s))
 	default:
 		// Refused: the follower has not learned the commit index (it
 		// restarted) or does not quiesce (an older version). Refresh its
@@ -173,7 +182,7 @@ func (r *Raft) leaseOf(f *followerReplication, now time.Time, lease time.Duratio
 		last = time.Unix(0, ended)
 	}
 	allowed = lease
-	if q := r.config().QuiesceTimeout; f.quiet.Load() && q > allowed {
+	if q := r.config().QuiesceTimeout; (f.quiet.Load() || f.offering.Load()) && q > allowed {
 		allowed = q
 	}
 	return now.Sub(last), allowed

@@ -416,9 +416,12 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 		s.peerLock.RUnlock()
 
 		req.Quiesce = r.calm(s)
+		s.offering.Store(req.Quiesce)
 		resp = AppendEntriesResponse{}
 		start := time.Now()
-		if err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp); err != nil {
+		err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp)
+		s.offering.Store(false)
+		if err != nil {
 			s.setQuiet(false)
 			nextBackoffTime := cappedExponentialBackoff(failureWait, failures, maxFailureScale, r.config().HeartbeatTimeout/2)
 			r.logger.Error("failed to heartbeat to", "peer", peer.Address, "backoff time",
