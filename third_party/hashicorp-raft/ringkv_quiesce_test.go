@@ -45,12 +45,12 @@ func (c *countingPipeline) AppendEntries(args *AppendEntriesRequest, resp *Appen
 }
 
 type quietNode struct {
-	raft    *Raft
-	fsm     *MockFSM
-	logs    *InmemStore
-	stable  *InmemStore
-	snaps   *InmemSnapshotStore
-	trans   *InmemTransport
+	raft      *Raft
+	fsm       *MockFSM
+	logs      *InmemStore
+	stable    *InmemStore
+	snaps     *InmemSnapshotStore
+	trans     *InmemTransport
 	appends   atomic.Int64
 	conf      *Config
 	quietHold time.Duration
