@@ -661,26 +661,40 @@ func (p *hbPeer) write() {
 // heartbeats), or until an urgent call arrives or the batch is full. It
 // reports false if the channel closed.
 func (p *hbPeer) linger() bool {
+	var (
+		t   *time.Timer
+		due time.Time // what t waits for
+	)
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		p.mu.Lock()
 		if len(p.queue) == 0 || p.urgent || len(p.queue) >= maxBatchItems {
 			p.mu.Unlock()
 			return true
 		}
-		wait := time.Until(p.due)
+		next := p.due
 		p.mu.Unlock()
+		wait := time.Until(next)
 		if wait <= 0 {
 			return true
 		}
-		t := time.NewTimer(wait)
+		switch {
+		case t == nil:
+			t = time.NewTimer(wait)
+		case next.Before(due):
+			t.Reset(wait) // a call due sooner came
+		}
+		due = next
 		select {
 		case <-p.h.done:
-			t.Stop()
 			return false
 		case <-t.C:
 			return true
-		case <-p.wake:
-			t.Stop() // look again: urgent, full, or due sooner
+		case <-p.wake: // look again: urgent, full, or due sooner
 		}
 	}
 }
