@@ -114,7 +114,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	hc := transport.DefaultHeartbeatConfig()
 	hc.Linger = cfg.HeartbeatLinger
-	hc.QuietLinger = cfg.QuiesceTimeout / 20 // quiet heartbeats are QuiesceTimeout/4 to /2 apart
+	// Quiet heartbeats are QuiesceTimeout/4 to /2 apart, but the first one
+	// (the offer) goes to a follower still on HeartbeatTimeout: it must
+	// arrive well within that.
+	hc.QuietLinger = min(cfg.QuiesceTimeout/20, cfg.HeartbeatTimeout/4)
 	hc.SentBytes = &n.sentBytes
 	hc.Logger = tc.Logger
 	if n.heartbeats, err = transport.NewHeartbeats(n.mux, hc); err != nil {

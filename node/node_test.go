@@ -25,7 +25,7 @@ type testCluster struct {
 	cfgs  []Config
 }
 
-func startCluster(t *testing.T, size int) *testCluster {
+func startCluster(t *testing.T, size int, mods ...func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t}
 	var first string
@@ -33,6 +33,9 @@ func startCluster(t *testing.T, size int) *testCluster {
 		cfg := TestConfig(fmt.Sprintf("n%d", i+1), t.TempDir())
 		cfg.Logger = slog.New(slog.DiscardHandler)
 		cfg.BootstrapExpect = size
+		for _, mod := range mods {
+			mod(&cfg)
+		}
 		if first != "" {
 			cfg.Join = []string{first}
 		} else {

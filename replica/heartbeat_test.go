@@ -40,6 +40,7 @@ func startNetNode(t *testing.T, id string, coalesce bool) *netNode {
 	if coalesce {
 		hc := transport.DefaultHeartbeatConfig()
 		hc.Timeout = 2 * time.Second
+		hc.QuietLinger = hc.Timeout / 20
 		if n.hb, err = transport.NewHeartbeats(mux, hc); err != nil {
 			t.Fatal(err)
 		}
