@@ -320,11 +320,12 @@ func (n *Node) removedReason(ctx context.Context, r localReplica, desired partit
 
 // hearsNoLeader reports whether r neither leads nor follows a leader that
 // still contacts it: it names no leader, or it has heard from none for
-// longer than Raft waits before it stands for election (twice the heartbeat
-// timeout, or the quiesce timeout when its group is quiet). A replica removed while it was cut off is one of these once it
-// runs again, as the leader that removed it never contacts it again, while
-// its own configuration still lists it; it may even go on naming that
-// leader (see replica.LastContact), so only the silence tells.
+// twice as long as Raft waits before it stands for election (the heartbeat
+// timeout, or the quiesce timeout when its group is quiet). A replica
+// removed while it was cut off is one of these once it runs again, as the
+// leader that removed it never contacts it again, while its own
+// configuration still lists it; it may even go on naming that leader (see
+// replica.LastContact), so only the silence tells.
 func (n *Node) hearsNoLeader(r localReplica) bool {
 	if r.IsLeader() {
 		return false
