@@ -114,10 +114,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	hc := transport.DefaultHeartbeatConfig()
 	hc.Linger = cfg.HeartbeatLinger
-	// Quiet heartbeats are QuiesceTimeout/4 to /2 apart, but the first one
-	// (the offer) goes to a follower still on HeartbeatTimeout: it must
-	// arrive well within that.
-	hc.QuietLinger = min(cfg.QuiesceTimeout/20, cfg.HeartbeatTimeout/4)
+	// Quiet heartbeats are QuiesceTimeout/4 to /2 apart. (The offer goes to
+	// a follower still on HeartbeatTimeout; the channel lingers it only
+	// Linger.)
+	hc.QuietLinger = cfg.QuiesceTimeout / 20
 	hc.SentBytes = &n.sentBytes
 	hc.Logger = tc.Logger
 	if n.heartbeats, err = transport.NewHeartbeats(n.mux, hc); err != nil {

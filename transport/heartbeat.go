@@ -40,10 +40,13 @@ type HeartbeatConfig struct {
 	// Heartbeats.Urgent) never wait; they still share a frame with whatever
 	// is queued. Zero sends at once. It must stay under a quarter of Timeout.
 	Linger time.Duration
-	// QuietLinger is the longer wait of a quiet heartbeat (one that offers
-	// quiet, raft.AppendEntriesRequest.Quiesce): its follower waits
-	// seconds for it, so it can wait for more company. Under a quarter of
-	// Timeout; below Linger, Linger applies.
+	// QuietLinger is the longer wait of a heartbeat to a quiet follower (a
+	// heartbeat with raft.AppendEntriesRequest.Quiesce whose partition's
+	// last answer from that peer was Quiescent): its follower waits seconds
+	// for it, so it can wait for more company. The first such heartbeat,
+	// the offer, goes to a follower still on its heartbeat timeout and
+	// lingers only Linger. Under a quarter of Timeout; below Linger, Linger
+	// applies.
 	QuietLinger time.Duration
 	// Timeout bounds one heartbeat: connecting, writing and the answer.
 	Timeout time.Duration
@@ -526,8 +529,9 @@ type hbPeer struct {
 
 	mu          sync.Mutex
 	queue       []*hbCall
-	urgent      bool      // an urgent call is queued
-	due         time.Time // the earliest due time of the queued calls (see linger)
+	urgent      bool            // an urgent call is queued
+	due         time.Time       // the earliest due time of the queued calls (see linger)
+	quiet       map[uint32]bool // partitions whose last heartbeat answer was Quiescent
 	conn        *hbConn
 	retiring    bool
 	unsupported time.Time // the peer has no heartbeat channel; checked again after unsupportedRetry
@@ -543,7 +547,7 @@ type hbConn struct {
 }
 
 func newHBPeer(h *Heartbeats, addr string) *hbPeer {
-	p := &hbPeer{h: h, addr: addr, wake: make(chan struct{}, 1)}
+	p := &hbPeer{h: h, addr: addr, wake: make(chan struct{}, 1), quiet: make(map[uint32]bool)}
 	h.wg.Add(1)
 	go p.write()
 	return p
@@ -564,7 +568,7 @@ func (p *hbPeer) enqueue(c *hbCall) error {
 	c.queued = true
 	c.at = time.Now()
 	linger := p.h.cfg.Linger
-	if c.req.req.Quiesce {
+	if c.req.req.Quiesce && p.quiet[c.req.partition] {
 		linger = max(linger, p.h.cfg.QuietLinger)
 	}
 	c.due = c.at.Add(linger)
@@ -812,6 +816,9 @@ func (p *hbPeer) read(hc *hbConn) {
 				continue
 			}
 			c.resp = r.resp
+			if IsHeartbeat(&c.req.req) && p.quiet[c.req.partition] != r.resp.Quiescent {
+				p.quiet[c.req.partition] = r.resp.Quiescent
+			}
 			c.done <- nil
 		}
 		p.mu.Unlock()

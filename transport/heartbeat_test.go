@@ -2214,9 +2214,11 @@ func TestHeartbeatsOnHangupBothWays(t *testing.T) {
 	}
 }
 
-// TestHeartbeatsQuietLinger: a quiet heartbeat (one offering quiet) waits
-// QuietLinger for company, not Linger; a heartbeat queued after it with a
-// shorter linger takes it along.
+// TestHeartbeatsQuietLinger: a heartbeat to a quiet follower (its last
+// answer was Quiescent) waits QuietLinger for company, not Linger; the
+// offer before it, to a follower not yet quiet, waits only Linger; and a
+// heartbeat queued after a lingering one with a shorter linger takes it
+// along.
 func TestHeartbeatsQuietLinger(t *testing.T) {
 	checkHeartbeatGoroutines(t)
 	const quietLinger = 2 * time.Second
@@ -2231,8 +2233,17 @@ func TestHeartbeatsQuietLinger(t *testing.T) {
 		return req
 	}
 
-	// Alone, it lingers its whole QuietLinger.
+	// The offer goes to a follower not yet quiet: only Linger.
 	r := waitSend(t, sendAsync(a.hb, 1, b.addr, quiet(1), nil), waitLimit)
+	if r.err != nil || !r.resp.Quiescent {
+		t.Fatalf("offer: %+v, %v; want it accepted", r.resp, r.err)
+	}
+	if r.took >= quietLinger {
+		t.Fatalf("the offer to a follower not yet quiet waited %v; want only Linger", r.took)
+	}
+
+	// To the follower that accepted, alone, it lingers its whole QuietLinger.
+	r = waitSend(t, sendAsync(a.hb, 1, b.addr, quiet(1), nil), waitLimit)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
