@@ -221,6 +221,10 @@ type Raft struct {
 	quiescent atomic.Bool
 	// lastDispatch is when this leader last appended entries (Unix nanos).
 	lastDispatch atomic.Int64
+	// leaseCheckCh asks the leader loop to check its lease now (quiesce.go):
+	// a quiet follower woke or its heartbeat failed, so its long quiet lease
+	// is over and the next check must not wait for it.
+	leaseCheckCh chan struct{}
 
 	// mainThreadSaturation measures the saturation of the main raft goroutine.
 	mainThreadSaturation *saturationMetric
@@ -587,6 +591,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		leadershipTransferCh:  make(chan *leadershipTransferFuture, 1),
 		leaderNotifyCh:        make(chan struct{}, 1),
 		followerNotifyCh:      make(chan struct{}, 1),
+		leaseCheckCh:          make(chan struct{}, 1),
 		mainThreadSaturation:  newSaturationMetric([]string{"raft", "thread", "main", "saturation"}, 1*time.Second),
 		preVoteDisabled:       conf.PreVoteDisabled || !transportSupportPreVote,
 		noLegacyTelemetry:     conf.NoLegacyTelemetry,

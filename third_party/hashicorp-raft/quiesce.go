@@ -53,10 +53,11 @@ type quiescence struct {
 	// quiet: the follower accepted a Quiesce heartbeat, and nothing woke
 	// the pair since.
 	quiet atomic.Bool
-	// offering: a Quiesce heartbeat is on its way. The transport may hold
-	// it for company (RingKV's heartbeat channel lingers quiet heartbeats),
-	// longer than the lease, and nothing else goes to a calm follower
-	// meanwhile; so the follower's lease is the quiet one until the answer.
+	// offering: a Quiesce heartbeat is on its way. A transport may hold
+	// it for company longer than the lease (RingKV's heartbeat channel
+	// lingers only heartbeats to followers already quiet, but nothing here
+	// relies on that), and nothing else goes to a calm follower meanwhile;
+	// so the follower's lease is the quiet one until the answer.
 	offering atomic.Bool
 	// quietEnded is when quiet last went false (Unix nanos).
 	quietEnded atomic.Int64
@@ -142,6 +143,16 @@ func (r *Raft) quiesceAnswered(s *followerReplication, req *AppendEntriesRequest
 	}
 }
 
+// quietFollowerLost ends s's quiet after a failed heartbeat; if it was
+// quiet, the leader checks its lease at once, so that a leader that lost its
+// quorum steps down a lease after it learns so, not up to QuiesceTimeout.
+func (r *Raft) quietFollowerLost(s *followerReplication) {
+	if s.quiet.Load() {
+		s.setQuiet(false)
+		asyncNotifyCh(r.leaseCheckCh)
+	}
+}
+
 // wakeFollowers ends every follower's quiet: the leader is appending.
 // Main thread only.
 func (r *Raft) wakeFollowers(now time.Time) {
@@ -149,11 +160,19 @@ func (r *Raft) wakeFollowers(now time.Time) {
 	if r.config().QuiesceTimeout <= 0 {
 		return
 	}
+	woke := false
 	for _, s := range r.leaderState.replState {
 		if s.quiet.Load() {
 			s.setQuiet(false)
 			asyncNotifyCh(s.wakeCh)
+			woke = true
 		}
+	}
+	if woke {
+		// The next lease check may be a quiet lease away: bring it back to
+		// the normal cadence, or a follower lost after this write would be
+		// noticed only then.
+		asyncNotifyCh(r.leaseCheckCh)
 	}
 }
 

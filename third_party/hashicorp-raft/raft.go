@@ -935,6 +935,11 @@ func (r *Raft) leaderLoop() {
 				r.dispatchLogs(ready)
 			}
 
+		case <-r.leaseCheckCh:
+			// RingKV (quiesce.go): a quiet follower was lost; check soon,
+			// not when its quiet lease would have run out.
+			lease = time.After(0)
+
 		case <-lease:
 			r.mainThreadSaturation.working()
 			// Check if we've exceeded the lease, potentially stepping down

@@ -422,7 +422,7 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 		err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp)
 		s.offering.Store(false)
 		if err != nil {
-			s.setQuiet(false)
+			r.quietFollowerLost(s)
 			nextBackoffTime := cappedExponentialBackoff(failureWait, failures, maxFailureScale, r.config().HeartbeatTimeout/2)
 			r.logger.Error("failed to heartbeat to", "peer", peer.Address, "backoff time",
 				nextBackoffTime, "error", err)

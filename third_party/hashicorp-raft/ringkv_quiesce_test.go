@@ -318,3 +318,31 @@ func TestRingKVQuietOfferHeldLongerThanTheLease(t *testing.T) {
 			leader.raft.State(), leader.raft.CurrentTerm(), term)
 	}
 }
+
+// A leader whose quiet group a write just woke, and which then loses both
+// followers, steps down a lease or so later, not when the quiet lease it
+// last scheduled its check for would have run out (QuiesceTimeout).
+// (RingKV's TestQuorumLoss caught this: the survivor still led 9 s later.)
+func TestRingKVWokenLeaderStepsDownWithoutQuorum(t *testing.T) {
+	nodes := quietCluster(t, 20*time.Second)
+	leader, followers := quietLeader(t, nodes)
+	if err := leader.raft.Apply([]byte("w"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both followers quiet", func() bool {
+		return followers[0].raft.Quiescent() && followers[1].raft.Quiescent()
+	})
+	// Four leases, during which a lease check finds both followers quiet
+	// and schedules the next one a quiet lease (20 s) away.
+	time.Sleep(4 * leader.conf.LeaderLeaseTimeout) // the state being set up, not a wait for a condition
+	if err := leader.raft.Apply([]byte("wake"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	leader.trans.DisconnectAll()
+	for _, f := range followers {
+		f.trans.Disconnect(leader.trans.LocalAddr())
+	}
+	waitWithin(t, 3*time.Second, "the leader without its quorum steps down", func() bool {
+		return leader.raft.State() != Leader
+	})
+}
