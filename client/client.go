@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,11 +39,12 @@ type Client struct {
 	bg       sync.WaitGroup
 }
 
-// endpoint holds the Connect stubs of one node.
+// endpoint holds the stubs of one node.
 type endpoint struct {
 	addr    string
-	kv      ringkvv1connect.KVClient
+	kv      ringkvv1connect.KVClient // native when possible, else Connect
 	cluster ringkvv1connect.ClusterClient
+	native  *nativeKV // nil when kv is Connect's
 }
 
 // New returns a Client for cfg. It does not contact the cluster: the first
@@ -95,6 +98,13 @@ func (c *Client) Close() error {
 	}
 	c.bgCancel()
 	c.bg.Wait()
+	c.mu.Lock()
+	for _, e := range c.endpoints {
+		if e.native != nil {
+			e.native.close()
+		}
+	}
+	c.mu.Unlock()
 	if c.ownHTTP != nil {
 		c.ownHTTP.CloseIdleConnections()
 	}
@@ -116,6 +126,16 @@ func (c *Client) endpoint(addr string) *endpoint {
 		addr:    addr,
 		kv:      ringkvv1connect.NewKVClient(c.httpClient, url, noGzip),
 		cluster: ringkvv1connect.NewClusterClient(c.httpClient, url, noGzip),
+	}
+	if c.cfg.Protocol == ProtocolNative && !strings.HasPrefix(addr, "https://") {
+		e.native = &nativeKV{
+			addr:     endpointKey(addr),
+			dialer:   &net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: 30 * time.Second},
+			timeout:  c.cfg.DialTimeout,
+			fallback: e.kv,
+			log:      c.log,
+		}
+		e.kv = e.native
 	}
 	c.endpoints[addr] = e
 	return e

@@ -34,6 +34,47 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives retry and routing decisions at debug level. Nil: none.
 	Logger *slog.Logger
+	// Protocol chooses how key-value calls travel; the zero value is
+	// ProtocolNative. Cluster calls (members, partitions, status, drain...)
+	// always use Connect.
+	Protocol Protocol
+}
+
+// Protocol is how a Client sends key-value calls (get, put, delete,
+// compare-and-swap).
+type Protocol int
+
+const (
+	// ProtocolNative uses RingKV's native protocol (package wire): one
+	// pipelined TCP connection per node, binary frames, several calls per
+	// write. It costs the nodes a fraction of the CPU of HTTP/2. Endpoints
+	// given as https:// URLs, and nodes too old to speak it, get Connect.
+	// The answers and errors are the same either way.
+	ProtocolNative Protocol = iota
+	// ProtocolConnect sends every call over Connect on HTTP/2 (h2c), through
+	// HTTPClient.
+	ProtocolConnect
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolNative:
+		return "native"
+	case ProtocolConnect:
+		return "connect"
+	}
+	return fmt.Sprintf("Protocol(%d)", int(p))
+}
+
+// ParseProtocol parses "native" or "connect".
+func ParseProtocol(s string) (Protocol, error) {
+	switch s {
+	case "native":
+		return ProtocolNative, nil
+	case "connect":
+		return ProtocolConnect, nil
+	}
+	return 0, fmt.Errorf("%w: unknown protocol %q: use native or connect", ErrInvalidArgument, s)
 }
 
 // DefaultConfig returns the defaults, with Endpoints set to the default
@@ -83,6 +124,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: config: BackoffBase is %v; it must be positive", ErrInvalidArgument, c.BackoffBase)
 	case c.BackoffMax < c.BackoffBase:
 		return fmt.Errorf("%w: config: BackoffMax (%v) is below BackoffBase (%v)", ErrInvalidArgument, c.BackoffMax, c.BackoffBase)
+	case c.Protocol != ProtocolNative && c.Protocol != ProtocolConnect:
+		return fmt.Errorf("%w: config: unknown Protocol %d: use ProtocolNative or ProtocolConnect", ErrInvalidArgument, int(c.Protocol))
 	}
 	return nil
 }

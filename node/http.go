@@ -17,11 +17,7 @@ import (
 // Connect, gRPC and JSON on one listener (HTTP/1.1 and cleartext HTTP/2),
 // plus /metrics, /healthz and /readyz.
 func newHTTPServer(n *Node) *http.Server {
-	// Leave room above the value limit so an oversized value reaches our own
-	// check, which names the limit, rather than the transport's (which only
-	// refuses bodies past readMax, with resource_exhausted).
-	readMax := max(int64(n.cfg.MaxValueSize)*4, 16<<20) + 2*int64(n.cfg.MaxKeySize) + 64<<10
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(int(readMax)), connect.WithInterceptors(n.metrics.interceptor())}
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(n.maxRequestBytes()), connect.WithInterceptors(n.metrics.interceptor())}
 	mux := http.NewServeMux()
 	mux.Handle(ringkvv1connect.NewKVHandler(kvService{n}, opts...))
 	mux.Handle(ringkvv1connect.NewClusterHandler(clusterService{n}, opts...))
@@ -52,6 +48,14 @@ func newHTTPServer(n *Node) *http.Server {
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	return srv
+}
+
+// maxRequestBytes is the largest request body the client port reads. It
+// leaves room above the value limit so that an oversized value reaches our
+// own check, which names the limit, rather than the transport's (which only
+// refuses bodies past it, with resource_exhausted).
+func (n *Node) maxRequestBytes() int {
+	return max(n.cfg.MaxValueSize*4, 16<<20) + 2*n.cfg.MaxKeySize + 64<<10
 }
 
 // ready reports why the node cannot serve its share yet: not bootstrapped, or

@@ -120,14 +120,18 @@ func (m *metrics) interceptor() connect.Interceptor {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			start := time.Now()
 			resp, err := next(ctx, req)
-			proc := req.Spec().Procedure
-			code := "ok"
-			if err != nil {
-				code = connect.CodeOf(err).String()
-			}
-			m.requests.WithLabelValues(proc, code).Inc()
-			m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
+			m.observe(req.Spec().Procedure, start, err)
 			return resp, err
 		}
 	})
+}
+
+// observe counts and times one API call, whichever protocol carried it.
+func (m *metrics) observe(procedure string, start time.Time, err error) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	m.requests.WithLabelValues(procedure, code).Inc()
+	m.latency.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
 }

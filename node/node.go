@@ -21,6 +21,7 @@ import (
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
+	"github.com/ringkv/ringkv/wire"
 )
 
 // Node is one running kvd: its store, its replicas, its three ports and the
@@ -40,6 +41,7 @@ type Node struct {
 	heartbeats *transport.Heartbeats
 	gossip     *membership.Gossip
 	httpSrv    *http.Server
+	native     *wire.Server // the native protocol on the client port (package wire)
 	fwd        *forwarder
 	reg        *prometheus.Registry
 	metrics    *metrics
@@ -154,11 +156,16 @@ func (n *Node) Start() error {
 	if err := n.startGossip(); err != nil {
 		return err
 	}
+	native, err := newNativeServer(n)
+	if err != nil {
+		return err
+	}
+	n.native = native
 	n.httpSrv = newHTTPServer(n)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.httpSrv.Serve(bufferedListener{n.clientLn}); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(n.native.Split(n.clientLn)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("client port stopped", "error", err)
 		}
 	}()
@@ -203,11 +210,7 @@ func (n *Node) Stop() {
 		// Controllers open and close replicas: let them finish first (each of
 		// their steps is bounded by the request timeout).
 		n.ctrl.Wait()
-		if n.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = n.httpSrv.Shutdown(ctx)
-			cancel()
-		}
+		n.closeClientPort(2 * time.Second)
 		n.handOffLeadership(2 * time.Second)
 		n.mu.Lock()
 		reps := n.replicas
@@ -235,6 +238,21 @@ func (n *Node) Stop() {
 		}
 		n.log.Info("stopped")
 	})
+}
+
+// closeClientPort stops both protocols of the client port, letting the
+// requests they already read finish within the given time.
+func (n *Node) closeClientPort(within time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var wg sync.WaitGroup
+	if n.httpSrv != nil {
+		wg.Go(func() { _ = n.httpSrv.Shutdown(ctx) })
+	}
+	if n.native != nil {
+		wg.Go(func() { _ = n.native.Close(ctx) })
+	}
+	wg.Wait()
 }
 
 // handOffLeadership asks every partition this node leads to elect another

@@ -1,6 +1,7 @@
 // Package clienttest runs fake RingKV nodes in-process for tests of code
 // that talks to a cluster (the client, kvctl). A fake node serves the real
-// KV and Cluster services over Connect on an h2c httptest server, keeps keys
+// KV and Cluster services over Connect on an h2c httptest server (and the KV
+// service over the native protocol on the same port), keeps keys
 // in one map shared by the fake cluster, deduplicates writes by request id
 // like the real state machine, and lets a test intercept every call with a
 // Hook (to fail it, delay it, or record it). Like a real node, any fake node
@@ -32,6 +33,7 @@ import (
 	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
 	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
 	"github.com/ringkv/ringkv/partition"
+	"github.com/ringkv/ringkv/wire"
 )
 
 // Limits the fake enforces, the real defaults.
@@ -95,9 +97,20 @@ type Node struct {
 	calls []Call
 }
 
+// Option changes how NewCluster builds the fake nodes.
+type Option func(*options)
+
+type options struct{ connectOnly bool }
+
+// ConnectOnly makes the fake nodes serve Connect alone, like nodes older
+// than the native protocol (package wire): its preface gets an HTTP 400.
+func ConnectOnly() Option { return func(o *options) { o.connectOnly = true } }
+
 // NewCluster starts n fake nodes with p partitions, all led by node 0 and
-// replicated on every node (R = n), and stops them when the test ends.
-func NewCluster(t testing.TB, n, p int) *Cluster {
+// replicated on every node (R = n), and stops them when the test ends. Like
+// real nodes they serve the KV service over Connect and the native protocol
+// on one port, unless ConnectOnly is given.
+func NewCluster(t testing.TB, n, p int, opts ...Option) *Cluster {
 	t.Helper()
 	ring, err := partition.NewRing(p)
 	if err != nil {
@@ -113,6 +126,10 @@ func NewCluster(t testing.TB, n, p int) *Cluster {
 		nonvoters: make([][]string, p),
 		sent:      make([]uint64, n),
 	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	for i := range n {
 		node := &Node{Name: fmt.Sprintf("node%d", i+1), cluster: c}
 		mux := http.NewServeMux()
@@ -123,6 +140,14 @@ func NewCluster(t testing.TB, n, p int) *Cluster {
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
 		srv.Config.Protocols = &protocols
+		if !o.connectOnly {
+			native, err := wire.NewServer(wire.DefaultServerConfig(), wire.ServeKV(node, nil), nil)
+			if err != nil {
+				t.Fatalf("clienttest: %v", err)
+			}
+			srv.Listener = native.Split(srv.Listener)
+			t.Cleanup(func() { _ = native.Close(context.Background()) })
+		}
 		srv.Start()
 		t.Cleanup(srv.Close)
 		node.srv, node.URL = srv, srv.URL
