@@ -34,6 +34,7 @@ type benchResult struct {
 	Ratio       float64 `json:"ratio"`
 	Clients     int     `json:"clients"`
 	Conns       int     `json:"conns"`
+	Protocol    string  `json:"protocol"`
 	ValueSize   int     `json:"value_size"`
 	Keys        int     `json:"keys"`
 	Ops         uint64  `json:"ops"`
@@ -65,10 +66,11 @@ key's value if its version is still the last one that client saw (at first,
 the pre-load's); when another client got there first, the answer (counted
 as "compare failed", not as an error) gives it the version for next time.
 
---conns is how many Clients the goroutines share, each with one HTTP/2
-connection to every node. One is what an application should do (share one
-Client), and it served as much as eight or more in our measurements
-(docs/PERFORMANCE.md, "Connections per node").
+--conns is how many Clients the goroutines share, each with one connection
+to every node (native protocol, or HTTP/2 with --protocol connect). One is
+what an application should do (share one Client), and it served as much as
+eight or more in our measurements (docs/PERFORMANCE.md, "Connections per
+node").
 
 Latency is measured per successful operation (retries included) and
 reported as percentiles from a log-bucket histogram (within 1%). Errors are
@@ -133,13 +135,14 @@ func (o *benchOptions) validate() (client.Consistency, error) {
 
 // benchRun is the shared state of one bench run.
 type benchRun struct {
-	o       benchOptions
-	cons    client.Consistency
-	clients []*client.Client
-	timeout time.Duration
-	ops     atomic.Uint64
-	errs    atomic.Uint64
-	casFail atomic.Uint64
+	o        benchOptions
+	cons     client.Consistency
+	protocol string
+	clients  []*client.Client
+	timeout  time.Duration
+	ops      atomic.Uint64
+	errs     atomic.Uint64
+	casFail  atomic.Uint64
 	// loaded is each key's version after the pre-load: a cas worker's
 	// first swap of a key expects it.
 	loaded  []uint64
@@ -149,10 +152,9 @@ type benchRun struct {
 func benchKey(i int) []byte { return fmt.Appendf(nil, "bench-%08d", i) }
 
 func (a *app) bench(ctx context.Context, o benchOptions, cons client.Consistency) error {
-	r := &benchRun{o: o, cons: cons, timeout: a.timeout}
+	r := &benchRun{o: o, cons: cons, protocol: a.protocol, timeout: a.timeout}
 	for range o.conns {
-		// Each Client has its own HTTP transport, hence its own connection
-		// to each node.
+		// Each Client has its own connections, one to each node.
 		c, err := a.newClient(nil)
 		if err != nil {
 			return err
@@ -249,6 +251,7 @@ func (r *benchRun) run(ctx context.Context, a *app) (benchResult, *histogram) {
 	round1 := func(f float64) float64 { return math.Round(f*10) / 10 }
 	res := benchResult{
 		Op: r.o.op, Consistency: r.cons.String(), Ratio: r.o.ratio, Clients: r.o.clients, Conns: r.o.conns,
+		Protocol:  r.protocol,
 		ValueSize: r.o.valueSize, Keys: r.o.keys,
 		Ops: r.ops.Load(), Errors: r.errs.Load(), CompareFailed: r.casFail.Load(), DurationS: math.Round(elapsed.Seconds()*1000) / 1000,
 		OpsPerSec: round1(float64(r.ops.Load()) / elapsed.Seconds()),
@@ -368,7 +371,7 @@ func (a *app) printBench(res benchResult, h *histogram) error {
 	rows := [][2]string{
 		{"operation", op},
 		{"consistency", res.Consistency},
-		{"clients", fmt.Sprintf("%d over %d connection(s) per node", res.Clients, res.Conns)},
+		{"clients", fmt.Sprintf("%d over %d %s connection(s) per node", res.Clients, res.Conns, res.Protocol)},
 		{"values", fmt.Sprintf("%d bytes, %d keys", res.ValueSize, res.Keys)},
 		{"operations", fmt.Sprintf("%d ok, %d errors in %.2fs", res.Ops, res.Errors, res.DurationS)},
 		{"throughput", fmt.Sprintf("%.1f ops/s", res.OpsPerSec)},

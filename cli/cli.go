@@ -132,6 +132,7 @@ type app struct {
 	endpoints string
 	output    string
 	timeout   time.Duration
+	protocol  string
 }
 
 func (a *app) jsonMode() bool { return a.output == "json" }
@@ -167,6 +168,7 @@ print as JSON strings when they are valid UTF-8, else as {"base64": "..."}.`,
 	pf.StringVar(&a.endpoints, "endpoints", defaultEndpoints,
 		"comma-separated client addresses (host:port) of cluster nodes; default from $"+EndpointsEnv)
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&a.protocol, "protocol", "native", "how get, put, del and cas travel: native (RingKV's binary protocol; Connect for nodes without it) or connect (HTTP/2)")
 	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "time limit of the whole command, retries included (bench: of each operation; drain --wait: 30m unless given)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &UsageError{Err: err, Command: c.CommandPath()}
@@ -196,6 +198,9 @@ func (a *app) validateGlobals(cmd *cobra.Command, _ []string) error {
 	if a.timeout <= 0 {
 		return usagef("--timeout must be positive, got %v", a.timeout)
 	}
+	if _, err := client.ParseProtocol(a.protocol); err != nil {
+		return usagef("--protocol: unknown protocol %q: use native or connect", a.protocol)
+	}
 	return nil
 }
 
@@ -224,6 +229,7 @@ func (a *app) newClient(edit func(*client.Config)) (*client.Client, error) {
 	cfg := client.DefaultConfig()
 	cfg.Endpoints = a.endpointList()
 	cfg.RequestTimeout = min(cfg.RequestTimeout, a.timeout)
+	cfg.Protocol, _ = client.ParseProtocol(a.protocol) // checked by validateGlobals
 	if edit != nil {
 		edit(&cfg)
 	}

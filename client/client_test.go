@@ -437,6 +437,7 @@ func TestFailedEndpointIsTriedLast(t *testing.T) {
 	dead := deadAddr(t)
 	ct := &countingTransport{n: map[string]int{}}
 	c := newTestClient(t, []string{dead, cl.Nodes[0].Addr}, func(cfg *Config) {
+		cfg.Protocol = ProtocolConnect // so that every attempt passes ct
 		hc, _ := newHTTPClient(*cfg)
 		ct.next = hc.Transport
 		cfg.HTTPClient = &http.Client{Transport: ct}

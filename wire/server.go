@@ -19,7 +19,8 @@ import (
 
 // Handler serves one request: m names the method, payload holds its request
 // message. It returns the response message, or an error: a *connect.Error is
-// sent with its code, message and metadata; any other error as Unknown.
+// sent with its code, message and metadata; a context's error as
+// DeadlineExceeded or Canceled, as Connect does; any other as Unknown.
 // Handlers run concurrently, one goroutine per request.
 type Handler func(ctx context.Context, m Method, payload []byte) (proto.Message, error)
 
@@ -206,8 +207,14 @@ func (s *Server) call(ctx context.Context, m Method, payload []byte) (resp proto
 
 func (s *Server) answerError(sc *serverConn, id uint32, err error) {
 	ce, ok := errors.AsType[*connect.Error](err)
-	if !ok {
-		ce = connect.NewError(connect.CodeOf(err), err)
+	switch {
+	case ok:
+	case errors.Is(err, context.DeadlineExceeded): // as Connect's handlers do
+		ce = connect.NewError(connect.CodeDeadlineExceeded, err)
+	case errors.Is(err, context.Canceled):
+		ce = connect.NewError(connect.CodeCanceled, err)
+	default:
+		ce = connect.NewError(connect.CodeUnknown, err)
 	}
 	_ = sc.w.queue(func(b []byte) []byte {
 		b, at := appendResponseHeader(b, id, uint8(ce.Code()))

@@ -19,12 +19,15 @@
 package clienttest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -51,6 +54,9 @@ type Call struct {
 	Procedure string // e.g. ringkvv1connect.KVPutProcedure
 	Msg       proto.Message
 	Header    http.Header
+	// Seq orders the calls of the whole fake cluster: Cluster.Calls
+	// returns them by it.
+	Seq uint64
 }
 
 // Hook sees every call before the fake serves it. A non-nil error is
@@ -73,6 +79,7 @@ type Cluster struct {
 	voters    [][]string // partition -> voter names
 	nonvoters [][]string // partition -> nonvoter names
 	sent      []uint64   // node index -> Raft bytes sent
+	seq       atomic.Uint64
 }
 
 type entry struct {
@@ -91,6 +98,7 @@ type Node struct {
 
 	cluster *Cluster
 	srv     *httptest.Server
+	native  *wire.Server // nil with ConnectOnly
 
 	mu    sync.Mutex
 	hook  Hook
@@ -146,6 +154,7 @@ func NewCluster(t testing.TB, n, p int, opts ...Option) *Cluster {
 				t.Fatalf("clienttest: %v", err)
 			}
 			srv.Listener = native.Split(srv.Listener)
+			node.native = native
 			t.Cleanup(func() { _ = native.Close(context.Background()) })
 		}
 		srv.Start()
@@ -221,6 +230,7 @@ func (c *Cluster) Calls(procedure string) []Call {
 	for _, n := range c.Nodes {
 		out = append(out, n.Calls(procedure)...)
 	}
+	slices.SortFunc(out, func(a, b Call) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out
 }
 
@@ -251,8 +261,16 @@ func (n *Node) Calls(procedure string) []Call {
 	return out
 }
 
-// Stop shuts the node's server down: its address then refuses connections.
-func (n *Node) Stop() { n.srv.Close() }
+// Stop shuts the node's server down: its address then refuses connections,
+// and its native connections are closed.
+func (n *Node) Stop() {
+	n.srv.Close()
+	if n.native != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = n.native.Close(ctx)
+	}
+}
 
 // NotLeader returns the error a real node gives when it is not the leader
 // and cannot forward, with the leader hint when leaderAddr is not empty.
@@ -266,7 +284,7 @@ func NotLeader(leaderAddr string) error {
 
 // enter records a call and runs the hook.
 func (n *Node) enter(ctx context.Context, procedure string, msg proto.Message, h http.Header) error {
-	call := Call{Node: n.Name, Procedure: procedure, Msg: proto.Clone(msg), Header: h.Clone()}
+	call := Call{Node: n.Name, Procedure: procedure, Msg: proto.Clone(msg), Header: h.Clone(), Seq: n.cluster.seq.Add(1)}
 	n.mu.Lock()
 	n.calls = append(n.calls, call)
 	hook := n.hook
