@@ -146,9 +146,5 @@ func callNative[Req, Resp any, PReq interface {
 	if c == nil {
 		return fallback(ctx, req)
 	}
-	resp := PResp(new(Resp))
-	if err := c.Call(ctx, m, PReq(req.Msg), resp); err != nil {
-		return nil, err
-	}
-	return connect.NewResponse((*Resp)(resp)), nil
+	return wire.CallKV[Req, Resp, PReq, PResp](ctx, c, m, req)
 }

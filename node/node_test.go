@@ -109,7 +109,27 @@ func TestClusterServesFromEveryNode(t *testing.T) {
 
 func TestBadInputIsInvalidArgument(t *testing.T) {
 	c := startCluster(t, 1)
-	kv := kvClient(c.nodes[0])
+	ctx := context.Background()
+	t.Run("connect", func(t *testing.T) { badInputCases(t, c, kvClient(c.nodes[0])) })
+	t.Run("native", func(t *testing.T) { badInputCases(t, c, nativeKVClient(t, c.nodes[0])) })
+	// Malformed JSON on the wire is a 400, and the node keeps serving.
+	resp, err := http.Post("http://"+c.nodes[0].ClientAddr()+"/ringkv.v1.KV/Put", "application/json", strings.NewReader(`{"key":`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("malformed JSON: HTTP %d %s", resp.StatusCode, body)
+	}
+	if _, err := kvClient(c.nodes[0]).Put(ctx, connect.NewRequest(&ringkvv1.PutRequest{Key: []byte("k"), Value: []byte("v")})); err != nil {
+		t.Fatalf("node stopped serving after bad input: %v", err)
+	}
+}
+
+// badInputCases checks that each rule broken gets invalid_argument with a
+// message naming it, whichever protocol kv speaks.
+func badInputCases(t *testing.T, c *testCluster, kv ringkvv1connect.KVClient) {
 	ctx := context.Background()
 	big := make([]byte, c.cfgs[0].MaxValueSize+1)
 	cases := []struct {
@@ -149,19 +169,6 @@ func TestBadInputIsInvalidArgument(t *testing.T) {
 				t.Fatalf("got %v, want invalid_argument containing %q", err, tc.want)
 			}
 		})
-	}
-	// Malformed JSON on the wire is a 400, and the node keeps serving.
-	resp, err := http.Post("http://"+c.nodes[0].ClientAddr()+"/ringkv.v1.KV/Put", "application/json", strings.NewReader(`{"key":`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("malformed JSON: HTTP %d %s", resp.StatusCode, body)
-	}
-	if _, err := kv.Put(ctx, connect.NewRequest(&ringkvv1.PutRequest{Key: []byte("k"), Value: []byte("v")})); err != nil {
-		t.Fatalf("node stopped serving after bad input: %v", err)
 	}
 }
 

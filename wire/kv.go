@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
 	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
 )
 
@@ -62,4 +63,44 @@ func serveKV[Req, Resp any, PReq interface {
 		return nil, err
 	}
 	return any(resp.Msg).(proto.Message), nil
+}
+
+// KVClient returns the KV service over c, in the shape of the Connect
+// client: the same messages and the same errors (the server's answers are
+// Connect wire errors). Requests' headers are not sent, and responses have
+// none.
+func KVClient(c *Conn) ringkvv1connect.KVClient { return kvClient{c} }
+
+type kvClient struct{ c *Conn }
+
+func (k kvClient) Get(ctx context.Context, req *connect.Request[ringkvv1.GetRequest]) (*connect.Response[ringkvv1.GetResponse], error) {
+	return CallKV[ringkvv1.GetRequest, ringkvv1.GetResponse](ctx, k.c, MethodGet, req)
+}
+
+func (k kvClient) Put(ctx context.Context, req *connect.Request[ringkvv1.PutRequest]) (*connect.Response[ringkvv1.PutResponse], error) {
+	return CallKV[ringkvv1.PutRequest, ringkvv1.PutResponse](ctx, k.c, MethodPut, req)
+}
+
+func (k kvClient) Delete(ctx context.Context, req *connect.Request[ringkvv1.DeleteRequest]) (*connect.Response[ringkvv1.DeleteResponse], error) {
+	return CallKV[ringkvv1.DeleteRequest, ringkvv1.DeleteResponse](ctx, k.c, MethodDelete, req)
+}
+
+func (k kvClient) CompareAndSwap(ctx context.Context, req *connect.Request[ringkvv1.CompareAndSwapRequest]) (*connect.Response[ringkvv1.CompareAndSwapResponse], error) {
+	return CallKV[ringkvv1.CompareAndSwapRequest, ringkvv1.CompareAndSwapResponse](ctx, k.c, MethodCompareAndSwap, req)
+}
+
+// CallKV makes one call of method m on c with req's message and returns the
+// answer as a Connect response. Errors are those of Conn.Call.
+func CallKV[Req, Resp any, PReq interface {
+	*Req
+	proto.Message
+}, PResp interface {
+	*Resp
+	proto.Message
+}](ctx context.Context, c *Conn, m Method, req *connect.Request[Req]) (*connect.Response[Resp], error) {
+	resp := PResp(new(Resp))
+	if err := c.Call(ctx, m, PReq(req.Msg), resp); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse((*Resp)(resp)), nil
 }

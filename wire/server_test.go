@@ -83,6 +83,8 @@ const (
 	keyPanic    = "panic"    // panics
 	keyBlock    = "block"    // reports on started, waits for release, echoes
 	keyBadUTF8  = "badutf8"  // returns a message that cannot be encoded
+	keyDeadErr  = "deaderr"  // returns a wrapped context.DeadlineExceeded
+	keyCanceled = "canceled" // returns context.Canceled
 )
 
 const (
@@ -131,6 +133,10 @@ func (f *fixture) handle(ctx context.Context, m Method, payload []byte) (proto.M
 		<-f.release
 	case keyBadUTF8:
 		return &ringkvv1.GetRequest{Consistency: "\xff\xfe"}, nil // proto3 strings must be UTF-8
+	case keyDeadErr:
+		return nil, fmt.Errorf("waiting for the leader: %w", context.DeadlineExceeded)
+	case keyCanceled:
+		return nil, context.Canceled
 	}
 	return &ringkvv1.GetResponse{Key: req.Key, Value: req.Key}, nil
 }
@@ -337,7 +343,7 @@ func TestDeadlineTravelsToHandler(t *testing.T) {
 	c := dial(t, f.addr)
 
 	t.Run("with deadline", func(t *testing.T) {
-		for _, d := range []time.Duration{3 * time.Second, 250 * time.Millisecond, 1500 * time.Microsecond * 1000} {
+		for _, d := range []time.Duration{3 * time.Second, 250 * time.Millisecond, 1500 * time.Millisecond} {
 			ctx, cancel := context.WithTimeout(context.Background(), d)
 			want, _ := ctx.Deadline()
 			resp, err := get(ctx, c, keyDeadline)
@@ -385,6 +391,9 @@ func TestHandlerErrorsArriveAsConnectErrors(t *testing.T) {
 		{keyPlain, connect.CodeUnknown, "plain failure", nil},
 		{keyPanic, connect.CodeInternal, "the node failed serving Get; see its log", nil},
 		{keyBadUTF8, connect.CodeInternal, "encoding the Get response", nil},
+		// Context errors get the codes Connect's handlers give them.
+		{keyDeadErr, connect.CodeDeadlineExceeded, "waiting for the leader: context deadline exceeded", nil},
+		{keyCanceled, connect.CodeCanceled, "context canceled", nil},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			_, err := get(testContext(t), c, tc.key)
