@@ -8,7 +8,8 @@
 # Knobs (environment): DURATION (10s) per workload, CLIENTS (64), PARTITIONS
 # (64), VALUE_SIZE (100), KEYS (10000), IDLE_SECONDS (10: the servers' CPU is
 # also measured with no load, after start), CONNS (default: the bench tools'
-# one connection per node), SYSTEMS ("etcd ringkv"; name one to
+# one connection per node), PROTOCOL (RingKV's client protocol: native, the
+# default, or connect), SYSTEMS ("etcd ringkv"; name one to
 # run one side), RESULTS_DIR, and the binaries KVD, KVCTL, ETCDBENCH,
 # BENCHREPORT (defaults: ./bin/kvd, ./bin/kvctl, bench/bin/etcdbench,
 # bench/bin/benchreport; `make compare` builds them) and RINGKV_VERSION (what
@@ -25,6 +26,7 @@ VALUE_SIZE=${VALUE_SIZE:-100}
 KEYS=${KEYS:-10000}
 IDLE_SECONDS=${IDLE_SECONDS:-10}
 CONNS=${CONNS:-}
+PROTOCOL=${PROTOCOL:-native}
 SYSTEMS=${SYSTEMS:-etcd ringkv}
 KVD=${KVD:-./bin/kvd}
 KVCTL=${KVCTL:-./bin/kvctl}
@@ -165,7 +167,7 @@ for sys in $SYSTEMS; do
       log "starting RingKV (3 nodes, $PARTITIONS partitions, client ports 7121-7123)"
       start_ringkv "$tmp" 2
       measure_idle ringkv
-      run_workloads ringkv "$KVCTL" --endpoints 127.0.0.1:7121,127.0.0.1:7122,127.0.0.1:7123 bench
+      run_workloads ringkv "$KVCTL" --endpoints 127.0.0.1:7121,127.0.0.1:7122,127.0.0.1:7123 --protocol "$PROTOCOL" bench
       stop_servers
       cp "$tmp"/c*.log "$results/logs/"
       ;;

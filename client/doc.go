@@ -1,7 +1,13 @@
 // Package client is the embedded Go client of RingKV.
 //
-// A Client sends each request to a node of the cluster over Connect (HTTP/2
-// cleartext, one shared connection per node). Any node serves any request,
+// A Client sends each key-value request to a node of the cluster over
+// RingKV's native protocol (package wire: binary frames on one pipelined TCP
+// connection per node, on the node's client port), and the cluster calls
+// (members, partitions, status, drain...) over Connect (HTTP/2 cleartext, one
+// shared connection per node). Config.Protocol = ProtocolConnect sends
+// everything over Connect; https:// endpoints and nodes too old for the
+// native protocol get Connect without asking. The answers, errors and
+// guarantees below are the same either way. Any node serves any request,
 // forwarding what it cannot serve to the partition's leader; the Client
 // saves that hop by keeping a routing table (partition -> leader), fetched
 // in the background with the Cluster.Partitions call on first use and

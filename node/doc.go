@@ -1,7 +1,8 @@
 // Package node is the kvd process: configuration and flags, lifecycle, the
-// client API (Connect, gRPC and JSON on one h2c listener, plus /metrics,
-// /healthz, /readyz), routing and forwarding, and the controllers that keep
-// the cluster in shape (bootstrap, leadership publication, leader balance).
+// client API (Connect, gRPC, JSON and the native protocol of package wire on
+// one listener, plus /metrics, /healthz, /readyz), routing and forwarding,
+// and the controllers that keep the cluster in shape (bootstrap, leadership
+// publication, leader balance).
 //
 // Guarantees: any node accepts any request. A node that hosts the key's
 // partition and leads it serves it; otherwise it forwards it once to the
