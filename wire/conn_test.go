@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -155,10 +157,10 @@ func TestDialFailuresAreDialOpErrors(t *testing.T) {
 	_ = closed.Close()
 
 	for _, tc := range []struct {
-		name    string
-		addr    string
-		timeout time.Duration
-		wantCtx bool // the error wraps context.DeadlineExceeded
+		name        string
+		addr        string
+		timeout     time.Duration
+		wantTimeout bool // the error wraps context.DeadlineExceeded or os.ErrDeadlineExceeded
 	}{
 		{"closed port", closedAddr, testTimeout, false},
 		{"server hangs up", rawServer(t, func(c net.Conn) { _ = c.Close() }), testTimeout, false},
@@ -188,8 +190,10 @@ func TestDialFailuresAreDialOpErrors(t *testing.T) {
 			if errors.Is(err, ErrNotNative) {
 				t.Fatalf("Dial error %v wraps ErrNotNative", err)
 			}
-			if got := errors.Is(err, context.DeadlineExceeded); got != tc.wantCtx {
-				t.Fatalf("Dial error %v: wraps DeadlineExceeded = %v, want %v", err, got, tc.wantCtx)
+			// The socket's deadline is ctx's, so either may report it first.
+			timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
+			if timedOut != tc.wantTimeout {
+				t.Fatalf("Dial error %v: reports a timeout = %v, want %v", err, timedOut, tc.wantTimeout)
 			}
 		})
 	}
@@ -507,5 +511,66 @@ func TestCallSendsDocumentedFrames(t *testing.T) {
 	var gr ringkvv1.GetRequest
 	if err := proto.Unmarshal(second.payload, &gr); err != nil || string(gr.Key) != "deadline" {
 		t.Fatalf("second payload decodes as %v, %v", &gr, err)
+	}
+}
+
+// answerThenHangUp answers the first request with frame(id), then closes
+// the connection at once, as a server does when it closes gracefully.
+func answerThenHangUp(t *testing.T, frame func(id uint32) []byte) string {
+	t.Helper()
+	return rawServer(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if acceptPreface(c, r) != nil {
+			return
+		}
+		req, err := readRequest(r)
+		if err != nil {
+			return
+		}
+		_, _ = c.Write(frame(req.id))
+		_ = c.Close()
+	})
+}
+
+// An answer that arrived just before the connection broke is the call's
+// result, not the break.
+func TestAnswerJustBeforeHangUpIsKept(t *testing.T) {
+	ok, _ := proto.Marshal(&ringkvv1.GetResponse{Value: []byte("v")})
+	addr := answerThenHangUp(t, func(id uint32) []byte { return responseFrame(id, codeOK, ok) })
+	for i := range 200 {
+		c := dial(t, addr)
+		resp, err := get(testContext(t), c, "k")
+		if err != nil || string(resp.Value) != "v" {
+			t.Fatalf("call %d: %v, %v; want the answer sent before the hang-up", i, resp, err)
+		}
+		_ = c.Close()
+	}
+}
+
+// The same for an error answer: a refusal (Unavailable: not applied, safe
+// to retry) received before a graceful hang-up must not turn into a
+// connection error (outcome unknown). Conn.Call's "answered just before the
+// break" branch (conn.go, case <-c.broken) keeps only successful answers;
+// which branch select takes is up to chance when both are ready, so it takes
+// many tries (about 1 in 100 under -race with GOMAXPROCS 8).
+func TestErrorAnswerJustBeforeHangUpIsKept(t *testing.T) {
+	knownBug(t, "conn.go Call drops an error answer read just before the connection broke when select picks c.broken")
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(8))
+	addr := answerThenHangUp(t, func(id uint32) []byte {
+		return responseFrame(id, uint8(connect.CodeUnavailable), appendError(nil, connect.NewError(connect.CodeUnavailable, errors.New("refused"))))
+	})
+	lost := 0
+	var example error
+	const calls = 2000
+	for range calls {
+		c := dial(t, addr)
+		if _, err := get(testContext(t), c, "k"); connect.CodeOf(err) != connect.CodeUnavailable {
+			lost++
+			example = err
+		}
+		_ = c.Close()
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d calls lost the Unavailable answer read before the hang-up; e.g. %v", lost, calls, example)
 	}
 }
