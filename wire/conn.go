@@ -79,7 +79,7 @@ func Dial(ctx context.Context, d *net.Dialer, addr string) (*Conn, error) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	c := &Conn{
-		conn: nc, r: r, w: newBatchWriter(nc), maxResponse: DefaultMaxResponseBytes,
+		conn: nc, r: r, w: newBatchWriter(nc, 0), maxResponse: DefaultMaxResponseBytes,
 		pending: map[uint32]chan answer{}, broken: make(chan struct{}),
 	}
 	c.lastRead.Store(time.Now().UnixNano())
@@ -150,27 +150,12 @@ func (c *Conn) Call(ctx context.Context, m Method, req, resp proto.Message) erro
 	}
 	select {
 	case a := <-ch:
-		if a.code != codeOK {
-			ce, err := parseError(a.code, a.payload)
-			if err != nil {
-				c.fail(err)
-				return err
-			}
-			return ce
-		}
-		if err := proto.Unmarshal(a.payload, resp); err != nil {
-			return fmt.Errorf("%w: decoding the %s response: %v", ErrProtocol, m, err)
-		}
-		return nil
+		return c.decode(m, a, resp)
 	case <-c.broken:
 		c.forget(id)
 		select {
-		case a := <-ch: // answered just before the break
-			if a.code == codeOK {
-				if err := proto.Unmarshal(a.payload, resp); err == nil {
-					return nil
-				}
-			}
+		case a := <-ch: // answered just before the break: the answer stands
+			return c.decode(m, a, resp)
 		default:
 		}
 		return c.Err()
@@ -184,6 +169,22 @@ func (c *Conn) Call(ctx context.Context, m Method, req, resp proto.Message) erro
 		}
 		return fmt.Errorf("wire: %s: %w", m, ctx.Err())
 	}
+}
+
+// decode turns an answer into Call's result.
+func (c *Conn) decode(m Method, a answer, resp proto.Message) error {
+	if a.code != codeOK {
+		ce, err := parseError(a.code, a.payload)
+		if err != nil {
+			c.fail(err)
+			return err
+		}
+		return ce
+	}
+	if err := proto.Unmarshal(a.payload, resp); err != nil {
+		return fmt.Errorf("%w: decoding the %s response: %v", ErrProtocol, m, err)
+	}
+	return nil
 }
 
 func (c *Conn) forget(id uint32) {

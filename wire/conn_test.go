@@ -554,7 +554,6 @@ func TestAnswerJustBeforeHangUpIsKept(t *testing.T) {
 // which branch select takes is up to chance when both are ready, so it takes
 // many tries (about 1 in 100 under -race with GOMAXPROCS 8).
 func TestErrorAnswerJustBeforeHangUpIsKept(t *testing.T) {
-	knownBug(t, "conn.go Call drops an error answer read just before the connection broke when select picks c.broken")
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(8))
 	addr := answerThenHangUp(t, func(id uint32) []byte {
 		return responseFrame(id, uint8(connect.CodeUnavailable), appendError(nil, connect.NewError(connect.CodeUnavailable, errors.New("refused"))))

@@ -95,7 +95,10 @@ func timeoutMillis(d time.Duration) uint32 {
 	if d <= 0 {
 		return 0
 	}
-	ms := (d + time.Millisecond - 1) / time.Millisecond
+	ms := d / time.Millisecond // rounded up without adding, which could overflow
+	if d%time.Millisecond != 0 {
+		ms++
+	}
 	return uint32(min(ms, math.MaxUint32))
 }
 

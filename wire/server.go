@@ -84,6 +84,11 @@ func NewServer(cfg ServerConfig, h Handler, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// maxUnwritten is how many bytes of answers a connection holds for a client
+// that does not read them before its handlers wait (and with them, through
+// MaxInFlight, the reading of further requests).
+const maxUnwritten = 1 << 20
+
 // serverConn is one client connection.
 type serverConn struct {
 	conn net.Conn
@@ -93,7 +98,7 @@ type serverConn struct {
 // serve answers the requests on c, whose preface has been read from r, until
 // the client goes away or the server closes.
 func (s *Server) serve(c net.Conn, r *bufio.Reader) {
-	sc := &serverConn{conn: c, w: newBatchWriter(c)}
+	sc := &serverConn{conn: c, w: newBatchWriter(c, maxUnwritten)}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,15 +22,6 @@ import (
 // testTimeout bounds every wait in these tests: a test that needs it has
 // failed.
 const testTimeout = 10 * time.Second
-
-// knownBug skips a test that demonstrates a bug in the package's non-test
-// code, unless WIRE_KNOWN_BUGS is set (then the test runs and fails).
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("WIRE_KNOWN_BUGS") == "" {
-		t.Skipf("known bug, not fixed here: %s (set WIRE_KNOWN_BUGS=1 to run)", what)
-	}
-}
 
 // waitFor polls cond until it holds, failing the test after testTimeout.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -770,7 +760,6 @@ func TestKVClientOverServeKV(t *testing.T) {
 // a client that pipelines requests and reads no answers makes the server
 // queue answers in its batchWriter without limit.
 func TestUnreadAnswersDoNotQueueWithoutBound(t *testing.T) {
-	knownBug(t, "server.go serve reads on while answers pile up unwritten in batchWriter.queued")
 	cfg := testConfig()
 	cfg.MaxInFlight = 4
 	f := startFixture(t, cfg)

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"time"
 )
@@ -48,7 +49,10 @@ func (l *splitListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			if isTimeout(err) { // out of file descriptors and the like
+			if !errors.Is(err, net.ErrClosed) {
+				// Out of file descriptors and the like: wait and go on, as
+				// net/http's own accept loop does. Only Close ends it.
+				l.s.log.Warn("accepting a client connection failed; retrying", "error", err, "in", backoff)
 				time.Sleep(backoff)
 				backoff = min(2*backoff, time.Second)
 				continue

@@ -344,7 +344,6 @@ func TestSplitSurvivesTemporaryAcceptError(t *testing.T) {
 	if !syscall.EMFILE.Temporary() || syscall.EMFILE.Timeout() {
 		t.Fatal("EMFILE is expected to be temporary and not a timeout")
 	}
-	knownBug(t, "split.go acceptLoop retries only isTimeout errors: EMFILE ends it for good")
 	s := startSplit(t, testConfig(), &flakyListener{Listener: listen(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -14,9 +14,11 @@ const keepBuffer = 256 << 10
 // requests) share a syscall, and an idle connection still sends each frame at
 // once. One goroutine (run) does the writing.
 type batchWriter struct {
-	conn net.Conn
+	conn  net.Conn
+	limit int // queue blocks while this many bytes wait; 0: never
 
 	mu      sync.Mutex
+	space   sync.Cond // signaled when queued empties or the writer closes
 	queued  []byte
 	err     error // set once no more frames are taken
 	closing bool  // finish writing what is queued, then stop
@@ -24,14 +26,24 @@ type batchWriter struct {
 	exited  chan struct{}
 }
 
-func newBatchWriter(c net.Conn) *batchWriter {
-	return &batchWriter{conn: c, wake: make(chan struct{}, 1), exited: make(chan struct{})}
+// newBatchWriter returns a writer for c. With a positive limit, queue waits
+// while limit bytes or more are queued: a peer that stops reading then
+// stops the queueing goroutines rather than fill memory (the server uses
+// this, so that MaxInFlight bounds what a connection can hold). Without one,
+// queue never waits (the client, whose calls must end by their deadline).
+func newBatchWriter(c net.Conn, limit int) *batchWriter {
+	w := &batchWriter{conn: c, limit: limit, wake: make(chan struct{}, 1), exited: make(chan struct{})}
+	w.space.L = &w.mu
+	return w
 }
 
 // queue appends a frame built by build to the next write. It returns the
 // writer's error once the connection has failed or is closing.
 func (w *batchWriter) queue(build func([]byte) []byte) error {
 	w.mu.Lock()
+	for w.err == nil && w.limit > 0 && len(w.queued) >= w.limit {
+		w.space.Wait()
+	}
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -60,6 +72,7 @@ func (w *batchWriter) run(onFail func(error)) {
 			w.mu.Lock()
 			out, w.queued = w.queued, out[:0]
 			closing := w.closing
+			w.space.Broadcast()
 			w.mu.Unlock()
 			if len(out) == 0 {
 				if closing {
@@ -87,6 +100,7 @@ func (w *batchWriter) close(err error) {
 		w.err = err
 	}
 	w.closing = true
+	w.space.Broadcast()
 	w.mu.Unlock()
 	w.poke()
 }
