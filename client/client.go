@@ -85,10 +85,11 @@ func randomNonZero() uint64 {
 // ClientID is the random id this Client puts in every write's request id.
 func (c *Client) ClientID() uint64 { return c.clientID }
 
-// Close stops background work and, when the Client made its own HTTP
-// client, closes its idle connections. Requests started afterwards fail with
-// ErrClosed; requests in flight finish their current attempt. Close is
-// idempotent.
+// Close stops background work, closes the native connections and, when the
+// Client made its own HTTP client, its idle connections. Requests started
+// afterwards fail with ErrClosed; requests in flight on a native connection
+// end with ErrClosed too (a write among them may have been applied), those
+// over Connect finish their current attempt. Close is idempotent.
 func (c *Client) Close() error {
 	c.bgMu.Lock()
 	wasClosed := c.closed.Swap(true)
