@@ -80,6 +80,9 @@ func (c *Client) do(ctx context.Context, op string, rt route, write bool, fn att
 	}
 	for s.attempts < c.cfg.MaxAttempts {
 		if c.closed.Load() {
+			if write && s.maybeApplied {
+				return s.giveUp(ErrClosed) // an attempt cut off by Close may have been applied
+			}
 			return newError(ErrClosed, nil, "%s", op)
 		}
 		if err := ctx.Err(); err != nil {

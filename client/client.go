@@ -87,9 +87,10 @@ func (c *Client) ClientID() uint64 { return c.clientID }
 
 // Close stops background work, closes the native connections and, when the
 // Client made its own HTTP client, its idle connections. Requests started
-// afterwards fail with ErrClosed; requests in flight on a native connection
-// end with ErrClosed too (a write among them may have been applied), those
-// over Connect finish their current attempt. Close is idempotent.
+// afterwards fail with ErrClosed. Requests in flight on a native connection
+// are cut off: reads fail with ErrClosed, writes with ErrOutcomeUnknown
+// (wrapping ErrClosed too), since they may have been applied. Those over
+// Connect finish their current attempt. Close is idempotent.
 func (c *Client) Close() error {
 	c.bgMu.Lock()
 	wasClosed := c.closed.Swap(true)

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -107,5 +108,36 @@ func TestProtocolConfig(t *testing.T) {
 	}
 	if _, err := ParseProtocol("grpc"); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("ParseProtocol(grpc): %v; want ErrInvalidArgument", err)
+	}
+}
+
+// Close cuts off native calls in flight: a write among them may have been
+// applied, so it says outcome unknown (and closed); a read says closed.
+func TestCloseDuringNativeCalls(t *testing.T) {
+	cl := clienttest.NewCluster(t, 1, 4)
+	entered := make(chan struct{}, 2)
+	cl.SetHook(func(ctx context.Context, _ clienttest.Call) error {
+		entered <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	c := newTestClient(t, cl.Endpoints(), func(cfg *Config) { cfg.RequestTimeout = 2 * time.Second })
+	ctx := testCtx(t, 20*time.Second)
+	putErr, getErr := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := c.Put(ctx, []byte("k"), []byte("v")); putErr <- err }()
+	go func() { _, err := c.Get(ctx, []byte("k"), WithConsistency(Eventual)); getErr <- err }()
+	for range 2 {
+		select {
+		case <-entered:
+		case <-ctx.Done():
+			t.Fatal("the calls never reached the node")
+		}
+	}
+	_ = c.Close()
+	if err := <-putErr; !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("put cut off by Close: %v; want ErrOutcomeUnknown wrapping ErrClosed", err)
+	}
+	if err := <-getErr; !errors.Is(err, ErrClosed) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("get cut off by Close: %v; want ErrClosed", err)
 	}
 }
