@@ -415,7 +415,10 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 		peer := s.peer
 		s.peerLock.RUnlock()
 
-		req.Quiesce = r.calm(s)
+		// RingKV: never offer quiet to a follower that did not answer the
+		// last heartbeat; the offer would give it the quiet lease while it is
+		// gone (quiesce.go).
+		req.Quiesce = failures == 0 && r.calm(s)
 		s.offering.Store(req.Quiesce)
 		resp = AppendEntriesResponse{}
 		start := time.Now()
