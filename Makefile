@@ -5,7 +5,7 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION       ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS       := -X github.com/ringkv/ringkv/node.Version=$(VERSION)
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKGS     := ./storage/... ./raftfsm/... ./transport/... ./membership/... ./replica/... ./client/... ./cli/... ./node/...
+RACE_PKGS     := ./storage/... ./raftfsm/... ./transport/... ./membership/... ./replica/... ./client/... ./cli/... ./node/... ./wire/...
 
 .PHONY: all build run test test-unit test-race test-integration lint bench proto clean
 
