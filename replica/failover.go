@@ -65,14 +65,35 @@ func (r *Replica) onHangup() {
 // PortRefuses reports whether a dial of addr is refused: nothing listens
 // there, so the process that did is gone (its kernel closed its sockets). A
 // silent or slow address is not refused.
+//
+// It is asked right after a hangup, which can arrive a moment before the
+// dying process's port is closed: the kernel closes a killed process's
+// sockets one by one, in descriptor order, and a connection whose descriptor
+// is lower than the listener's resets first. So a dial that is accepted is
+// tried again, every portProbeGap, for up to portProbeWindow. (make
+// failover, every group quiet at the kill: once in two runs the followers'
+// only hangups came while the port still accepted, and they waited 4.7 s for
+// gossip.) A live peer costs a few dials per hangup, which are rare.
 func PortRefuses(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
-	if err == nil {
+	deadline := time.Now().Add(portProbeWindow)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
+		if err != nil {
+			return errors.Is(err, syscall.ECONNREFUSED)
+		}
 		_ = c.Close()
-		return false
+		if time.Now().Add(portProbeGap).After(deadline) {
+			return false
+		}
+		time.Sleep(portProbeGap) // the dying process's teardown, not a condition to poll
 	}
-	return errors.Is(err, syscall.ECONNREFUSED)
 }
+
+// How long PortRefuses keeps trying an address that accepts, and how often.
+const (
+	portProbeWindow = 200 * time.Millisecond
+	portProbeGap    = 20 * time.Millisecond
+)
 
 // LeaderGone tells the replica that node id, if it is this partition's
 // leader, is down: a follower then stands for election as soon as the
