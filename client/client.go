@@ -133,7 +133,6 @@ func (c *Client) endpoint(addr string) *endpoint {
 		e.native = &nativeKV{
 			addr:     endpointKey(addr),
 			dialer:   &net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: 30 * time.Second},
-			timeout:  c.cfg.DialTimeout,
 			fallback: e.kv,
 			log:      c.log,
 		}

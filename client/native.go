@@ -27,8 +27,7 @@ const reprobeNative = time.Minute
 // (Connect) instead.
 type nativeKV struct {
 	addr     string
-	dialer   *net.Dialer
-	timeout  time.Duration // bounds a dial and its preface exchange
+	dialer   *net.Dialer // its Timeout also bounds the preface exchange
 	fallback ringkvv1connect.KVClient
 	log      *slog.Logger
 
@@ -71,7 +70,7 @@ func (k *nativeKV) get(ctx context.Context) (*wire.Conn, error) {
 		k.dialing = done
 		k.mu.Unlock()
 
-		dctx, cancel := context.WithTimeout(ctx, k.timeout)
+		dctx, cancel := context.WithTimeout(ctx, k.dialer.Timeout)
 		c, err := wire.Dial(dctx, k.dialer, k.addr)
 		cancel()
 		k.mu.Lock()

@@ -34,7 +34,7 @@ type Conn struct {
 	err     error         // why the connection broke
 	broken  chan struct{} // closed when err is set
 
-	lastRead atomic.Int64 // unix nanoseconds of the last frame read
+	framesRead atomic.Uint64 // answers read so far (see Call's no-answer rule)
 }
 
 type answer struct {
@@ -82,7 +82,6 @@ func Dial(ctx context.Context, d *net.Dialer, addr string) (*Conn, error) {
 		conn: nc, r: r, w: newBatchWriter(nc, 0), maxResponse: DefaultMaxResponseBytes,
 		pending: map[uint32]chan answer{}, broken: make(chan struct{}),
 	}
-	c.lastRead.Store(time.Now().UnixNano())
 	go c.w.run(c.fail)
 	go c.readLoop()
 	return c, nil
@@ -131,7 +130,7 @@ func (c *Conn) Call(ctx context.Context, m Method, req, resp proto.Message) erro
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	sent := time.Now().UnixNano()
+	readBefore := c.framesRead.Load()
 	var merr error
 	werr := c.w.queue(func(b []byte) []byte {
 		start := len(b)
@@ -161,11 +160,11 @@ func (c *Conn) Call(ctx context.Context, m Method, req, resp proto.Message) erro
 		return c.Err()
 	case <-ctx.Done():
 		c.forget(id)
-		if c.lastRead.Load() < sent {
+		if c.framesRead.Load() == readBefore {
 			// Not a single frame since this request went out: the server is
 			// gone, paused or cut off (a dead peer never resets the socket).
 			// The next call dials anew rather than queue behind it.
-			c.fail(fmt.Errorf("wire: no answer from %s in %v", c.conn.RemoteAddr(), time.Duration(time.Now().UnixNano()-sent).Round(time.Millisecond)))
+			c.fail(fmt.Errorf("wire: no answer at all from %s since a call that ended (%v) was sent", c.conn.RemoteAddr(), ctx.Err()))
 		}
 		return fmt.Errorf("wire: %s: %w", m, ctx.Err())
 	}
@@ -214,7 +213,7 @@ func (c *Conn) readLoop() {
 			c.fail(err)
 			return
 		}
-		c.lastRead.Store(time.Now().UnixNano())
+		c.framesRead.Add(1)
 		id := binary.BigEndian.Uint32(hdr[4:])
 		c.mu.Lock()
 		ch, ok := c.pending[id]

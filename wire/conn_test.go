@@ -453,11 +453,7 @@ func TestCallEncodingFailureKeepsConn(t *testing.T) {
 func TestConnCloseFailsCalls(t *testing.T) {
 	f := startFixture(t, testConfig())
 	c := dial(t, f.addr)
-	result := make(chan error, 1)
-	go func() {
-		_, err := get(testContext(t), c, keyBlock)
-		result <- err
-	}()
+	result := getInBackground(t, c, keyBlock)
 	recv(t, f.started, "the handler to start")
 	if err := c.Close(); err != nil {
 		t.Fatal(err)

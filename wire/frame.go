@@ -81,7 +81,7 @@ var (
 	ErrProtocol = errors.New("wire: protocol error")
 )
 
-// appendRequest appends a request frame's header for a payload of n bytes.
+// appendRequestHeader appends a request frame's header for a payload of n bytes.
 func appendRequestHeader(b []byte, id uint32, m Method, timeout time.Duration, n int) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(requestHeader-4+n))
 	b = binary.BigEndian.AppendUint32(b, id)

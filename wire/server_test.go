@@ -195,6 +195,22 @@ func get(ctx context.Context, c *Conn, key string) (*ringkvv1.GetResponse, error
 	return &resp, err
 }
 
+// getInBackground starts an echo call of key on c and returns where its
+// result arrives: nil only if the call succeeded with key echoed back.
+func getInBackground(t *testing.T, c *Conn, key string) <-chan error {
+	t.Helper()
+	ctx := testContext(t)
+	result := make(chan error, 1)
+	go func() {
+		resp, err := get(ctx, c, key)
+		if err == nil && string(resp.Value) != key {
+			err = fmt.Errorf("answered %q", resp.Value)
+		}
+		result <- err
+	}()
+	return result
+}
+
 // mustEcho makes an echo call and checks its answer.
 func mustEcho(t *testing.T, c *Conn, key string) {
 	t.Helper()
@@ -466,14 +482,7 @@ func TestOversizedRequestIsRefusedAndConnSurvives(t *testing.T) {
 func TestServerCloseIsGraceful(t *testing.T) {
 	f := startFixture(t, testConfig())
 	c := dial(t, f.addr)
-	result := make(chan error, 1)
-	go func() {
-		resp, err := get(testContext(t), c, keyBlock)
-		if err == nil && string(resp.Value) != keyBlock {
-			err = fmt.Errorf("answered %q", resp.Value)
-		}
-		result <- err
-	}()
+	result := getInBackground(t, c, keyBlock)
 	recv(t, f.started, "the handler to start")
 
 	closed := make(chan error, 1)
@@ -518,11 +527,7 @@ func TestServerCloseIsGraceful(t *testing.T) {
 func TestServerForcedCloseBreaksCallsInFlight(t *testing.T) {
 	f := startFixture(t, testConfig())
 	c := dial(t, f.addr)
-	result := make(chan error, 1)
-	go func() {
-		_, err := get(testContext(t), c, keyBlock) // ignores its context: only release ends it
-		result <- err
-	}()
+	result := getInBackground(t, c, keyBlock) // its handler ignores the context: only release ends it
 	recv(t, f.started, "the handler to start")
 
 	ctx, cancel := context.WithCancel(context.Background())
