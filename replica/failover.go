@@ -78,10 +78,17 @@ func PortRefuses(addr string) bool {
 	deadline := time.Now().Add(portProbeWindow)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
-		if err != nil {
-			return errors.Is(err, syscall.ECONNREFUSED)
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return true
+		case errors.Is(err, syscall.ECONNRESET):
+			// Accepted into a backlog the closing listener then dropped:
+			// the port is going away; the next dial says for sure.
+		case err != nil:
+			return false
+		default:
+			_ = c.Close()
 		}
-		_ = c.Close()
 		if time.Now().Add(portProbeGap).After(deadline) {
 			return false
 		}
