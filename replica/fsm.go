@@ -31,6 +31,7 @@ func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	for i := range res {
 		out[i] = res[i]
+		(*Replica)(a).answered(logs[i], out[i])
 	}
 	return out
 }

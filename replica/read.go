@@ -40,19 +40,12 @@ func (r *Replica) watchLeadership() {
 	}
 }
 
-// barrier runs raft.Barrier but gives up when the replica closes: a barrier
-// still queued in Raft's apply channel at shutdown is never answered
-// (hashicorp/raft#498), and Close must not wait for it.
+// barrier runs raft.Barrier. A barrier still queued in Raft's apply channel
+// at shutdown answers ErrRaftShutdown (the raft patch's third part; upstream
+// never answers it, hashicorp/raft#498), so Close, which shuts Raft down
+// first, never waits for it long.
 func (r *Replica) barrier() error {
-	f := r.raft.Barrier(r.cfg.ElectionTimeout * 5)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-r.stop:
-		return ErrClosed
-	}
+	return r.raft.Barrier(r.cfg.ElectionTimeout * 5).Error()
 }
 
 func (r *Replica) setReady(term uint64) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -184,7 +185,19 @@ type Replica struct {
 	readyMu   sync.Mutex
 	readyCh   chan struct{} // closed and replaced whenever readyTerm changes
 
-	propCh    chan *proposal // proposals waiting to be coalesced into one entry
+	// Proposals (propose.go): queue waits for the next entry; handing says
+	// a Propose call is handing it to Raft; slots bounds queue; pending
+	// holds the entries not yet answered, by tag; inflight feeds them, in
+	// order, to the completer.
+	propMu   sync.Mutex
+	queue    []*proposal
+	handing  bool
+	slots    chan struct{}
+	pending  map[uint64]*inflight
+	nextTag  uint64
+	tagNonce uint64 // random: see entryTagLen
+	inflight chan *inflight
+
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -246,7 +259,10 @@ func Open(cfg Config) (*Replica, error) {
 		trans:    trans,
 		readyCh:  make(chan struct{}),
 		notifyCh: make(chan bool, 8),
-		propCh:   make(chan *proposal, 4096),
+		slots:    make(chan struct{}, maxQueued),
+		pending:  make(map[uint64]*inflight),
+		tagNonce: rand.Uint64(),
+		inflight: make(chan *inflight, maxQueued),
 		stop:     make(chan struct{}),
 	}
 	rc := raft.DefaultConfig()
@@ -285,7 +301,7 @@ func Open(cfg Config) (*Replica, error) {
 	}
 	r.wg.Add(2)
 	go r.watchLeadership()
-	go r.runProposer()
+	go r.runCompleter()
 	return r, nil
 }
 

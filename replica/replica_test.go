@@ -508,30 +508,24 @@ func TestTakeBatchRespectsLimits(t *testing.T) {
 	}
 	cases := []struct {
 		name                string
-		first               *proposal
-		waiting             []*proposal
+		queue               []*proposal
 		wantBatch, wantCmds int
-		wantLeftInChannel   int
 	}{
-		{"alone", mk(1, 10), nil, 1, 1, 0},
-		{"takes all waiting", mk(1, 10), []*proposal{mk(1, 10), mk(3, 10), mk(1, 10)}, 4, 6, 0},
-		{"stops at the command limit", mk(200, 1), []*proposal{mk(50, 1), mk(50, 1), mk(1, 1)}, 3, 300, 1},
-		{"stops at the byte limit", mk(1, maxBatchBytes/2), []*proposal{mk(1, maxBatchBytes/2), mk(1, 10)}, 2, 2, 1},
+		{"alone", []*proposal{mk(1, 10)}, 1, 1},
+		{"takes all waiting", []*proposal{mk(1, 10), mk(1, 10), mk(3, 10), mk(1, 10)}, 4, 6},
+		{"stops at the command limit", []*proposal{mk(200, 1), mk(50, 1), mk(50, 1), mk(1, 1)}, 3, 300},
+		{"stops at the byte limit", []*proposal{mk(1, maxBatchBytes/2), mk(1, maxBatchBytes/2), mk(1, 10)}, 2, 2},
+		{"a first proposal over the limits goes alone", []*proposal{mk(300, 1), mk(1, 1)}, 1, 300},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ch := make(chan *proposal, len(tc.waiting))
-			for _, p := range tc.waiting {
-				ch <- p
-			}
-			batch, cmds := takeBatch(tc.first, ch)
-			if len(batch) != tc.wantBatch || len(cmds) != tc.wantCmds || len(ch) != tc.wantLeftInChannel {
-				t.Fatalf("batch %d proposals, %d commands, %d left; want %d, %d, %d",
-					len(batch), len(cmds), len(ch), tc.wantBatch, tc.wantCmds, tc.wantLeftInChannel)
+			k, cmds := takeBatch(tc.queue)
+			if k != tc.wantBatch || len(cmds) != tc.wantCmds {
+				t.Fatalf("batch %d proposals, %d commands; want %d, %d", k, len(cmds), tc.wantBatch, tc.wantCmds)
 			}
 			// Commands keep proposal order, so results can be split back.
 			off := 0
-			for _, p := range batch {
+			for _, p := range tc.queue[:k] {
 				for i := range p.cmds {
 					if &cmds[off+i].Key[0] != &p.cmds[i].Key[0] {
 						t.Fatalf("command %d out of order", off+i)

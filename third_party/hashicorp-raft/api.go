@@ -900,6 +900,11 @@ func (r *Raft) ApplyLog(log Log, timeout time.Duration) ApplyFuture {
 		},
 	}
 	logFuture.init()
+	// RingKV: a future still queued when Raft shuts down is never
+	// dispatched, and upstream's Error() then waits forever
+	// (hashicorp/raft#498). Watching the shutdown channel answers it with
+	// ErrRaftShutdown instead (RINGKV.md, third patch).
+	logFuture.ShutdownCh = r.shutdownCh
 
 	select {
 	case <-timer:
@@ -926,6 +931,11 @@ func (r *Raft) Barrier(timeout time.Duration) Future {
 	// Create a log future, no index or term yet
 	logFuture := &logFuture{log: Log{Type: LogBarrier}}
 	logFuture.init()
+	// RingKV: a future still queued when Raft shuts down is never
+	// dispatched, and upstream's Error() then waits forever
+	// (hashicorp/raft#498). Watching the shutdown channel answers it with
+	// ErrRaftShutdown instead (RINGKV.md, third patch).
+	logFuture.ShutdownCh = r.shutdownCh
 
 	select {
 	case <-timer:

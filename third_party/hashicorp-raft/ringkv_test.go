@@ -58,6 +58,13 @@ func gatedCluster(t *testing.T) []*gatedNode { return gatedClusterOf(t, 3, 0) }
 // configuration (they wait to be added).
 func gatedClusterOf(t *testing.T, voters, spare int) []*gatedNode {
 	t.Helper()
+	return gatedClusterConf(t, voters, spare, nil)
+}
+
+// gatedClusterConf is gatedClusterOf with each node's config passed through
+// tune (when not nil) before the node starts.
+func gatedClusterConf(t *testing.T, voters, spare int, tune func(*Config)) []*gatedNode {
+	t.Helper()
 	var (
 		nodes  []*gatedNode
 		trans  []*InmemTransport
@@ -86,6 +93,9 @@ func gatedClusterOf(t *testing.T, voters, spare int) []*gatedNode {
 		}
 		conf := inmemConfig(t)
 		conf.LocalID = ServerID(tr.LocalAddr())
+		if tune != nil {
+			tune(conf)
+		}
 		snaps := NewInmemSnapshotStore()
 		if i < voters {
 			if err := BootstrapCluster(conf, logs, store, snaps, tr, config); err != nil {
@@ -251,5 +261,43 @@ func TestRingKVConfigurationEntriesKeepUpstreamOrder(t *testing.T) {
 	leader.gate.release <- nil
 	if err := f.Error(); err != nil {
 		t.Fatalf("promotion with one of four voters down did not commit: %v", err)
+	}
+}
+
+// An Apply still queued in Raft's apply channel when Raft shuts down is
+// never dispatched; upstream's future then never answers (hashicorp/raft#498).
+// With the third patch it answers ErrRaftShutdown as soon as Shutdown is
+// called, even while the leader loop is stuck in a log write.
+func TestRingKVQueuedApplyAnsweredAtShutdown(t *testing.T) {
+	nodes := gatedClusterConf(t, 3, 0, func(c *Config) { c.BatchApplyCh = true })
+	leader := leaderOf(t, nodes)
+
+	leader.gate.arm()
+	held := leader.raft.Apply([]byte("held"), 10*time.Second)
+	<-leader.gate.entered // the leader loop is blocked in its own write
+	queued := leader.raft.Apply([]byte("queued"), 10*time.Second)
+	barrier := leader.raft.Barrier(10 * time.Second)
+	shutdown := leader.raft.Shutdown() // closes the shutdown channel; the loop is still stuck
+
+	for name, f := range map[string]Future{"queued apply": queued, "queued barrier": barrier} {
+		done := make(chan error, 1)
+		go func() { done <- f.Error() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrRaftShutdown) {
+				t.Errorf("%s: %v, want ErrRaftShutdown", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: not answered 5 s after Shutdown", name)
+		}
+	}
+	leader.gate.release <- errors.New("test over")
+	if err := held.Error(); err == nil {
+		t.Errorf("the held apply succeeded although its leader's write failed and Raft shut down")
+	}
+	// Only the first Shutdown's future waits for Raft's goroutines (the
+	// cleanup's second call returns at once), and they log until they end.
+	if err := shutdown.Error(); err != nil {
+		t.Errorf("shutdown: %v", err)
 	}
 }
