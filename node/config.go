@@ -11,6 +11,7 @@ import (
 
 	"github.com/ringkv/ringkv/partition"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/storage"
 	"github.com/ringkv/ringkv/transport"
 )
 
@@ -58,6 +59,10 @@ type Config struct {
 	// same node so that they share a frame (transport.HeartbeatConfig).
 	// Zero sends each at once, still over the shared connection.
 	HeartbeatLinger time.Duration
+	// WALBusySyncDelay holds back each fsync of the node's write-ahead log
+	// by up to this long while many log writes share each fsync
+	// (storage.Config.WALBusySyncDelay); 0 never holds one back.
+	WALBusySyncDelay time.Duration
 
 	// Gossip timings (see membership.Config); zero keeps its defaults.
 	GossipProbeInterval time.Duration
@@ -101,10 +106,15 @@ func DefaultConfig() Config {
 		CommitTimeout:         200 * time.Millisecond,
 		QuiesceTimeout:        replica.DefaultConfig().QuiesceTimeout,
 		HeartbeatLinger:       transport.DefaultHeartbeatConfig().Linger,
+		WALBusySyncDelay:      storage.DefaultConfig().WALBusySyncDelay,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
 }
+
+// maxWALBusySyncDelay bounds --wal-busy-sync-delay: every write under load
+// may wait this long for its fsync.
+const maxWALBusySyncDelay = 10 * time.Millisecond
 
 // TestConfig returns a fast configuration for in-process tests: loopback
 // ports chosen by the kernel, few partitions, short timeouts.
@@ -184,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.QuiesceTimeout < 0 || (c.QuiesceTimeout > 0 && c.QuiesceTimeout < 2*c.HeartbeatTimeout) {
 		bad("--raft-quiesce-timeout %v: must be 0 (idle groups never go quiet) or at least twice --raft-heartbeat-timeout (%v)", c.QuiesceTimeout, c.HeartbeatTimeout)
+	}
+	if c.WALBusySyncDelay < 0 || c.WALBusySyncDelay > maxWALBusySyncDelay {
+		bad("--wal-busy-sync-delay %v: must be between 0 (never hold a sync back) and %v", c.WALBusySyncDelay, maxWALBusySyncDelay)
 	}
 	if c.HeartbeatLinger < 0 || c.HeartbeatLinger >= c.LeaderLeaseTimeout/4 {
 		bad("--raft-heartbeat-linger %v: must be >= 0 and below a quarter of --raft-leader-lease-timeout (%v)", c.HeartbeatLinger, c.LeaderLeaseTimeout)

@@ -43,6 +43,7 @@ func ParseFlags(args []string, logOut, usageOut io.Writer) (Config, error) {
 	fs.DurationVar(&c.CommitTimeout, "raft-commit-timeout", c.CommitTimeout, "how long an idle Raft leader waits before telling followers the commit index (bounds how far eventual reads on followers trail when there is no write traffic)")
 	fs.DurationVar(&c.QuiesceTimeout, "raft-quiesce-timeout", c.QuiesceTimeout, "idle Raft groups go quiet: their leader heartbeats each follower every quarter to half of this instead of every tenth to fifth of --raft-heartbeat-timeout, and a quiet follower waits this long for its leader unless gossip or a hangup says the leader's node is down (0: never quiet)")
 	fs.DurationVar(&c.HeartbeatLinger, "raft-heartbeat-linger", c.HeartbeatLinger, "how long a Raft heartbeat may wait for others to the same node so one frame carries them all (0: send each at once; heartbeats of strong reads never wait)")
+	fs.DurationVar(&c.WALBusySyncDelay, "wal-busy-sync-delay", c.WALBusySyncDelay, "while many Raft log writes share each fsync of the write-ahead log (4 or more on average), hold the next fsync back up to this long so that it covers more of them: less CPU per write under load; a lone writer never waits (0: never hold back)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&raftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log lines: debug, info, warn, error")

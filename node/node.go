@@ -84,6 +84,7 @@ func New(cfg Config) (*Node, error) {
 	sc := storage.DefaultConfig()
 	sc.Dir = filepath.Join(cfg.DataDir, "db")
 	sc.Logger = cfg.Logger.With("component", "pebble")
+	sc.WALBusySyncDelay = cfg.WALBusySyncDelay
 	store, err := storage.Open(sc)
 	if err != nil {
 		return nil, fmt.Errorf("open data dir %s: %w", cfg.DataDir, err)

@@ -248,6 +248,8 @@ func TestConfigValidate(t *testing.T) {
 		{"key limit too large", func(c *Config) { c.MaxKeySize = 1 << 20 }, "--max-key-size"},
 		{"linger near the lease", func(c *Config) { c.HeartbeatLinger = c.LeaderLeaseTimeout / 4 }, "--raft-heartbeat-linger"},
 		{"negative linger", func(c *Config) { c.HeartbeatLinger = -time.Millisecond }, "--raft-heartbeat-linger"},
+		{"negative WAL sync delay", func(c *Config) { c.WALBusySyncDelay = -time.Millisecond }, "--wal-busy-sync-delay"},
+		{"WAL sync delay too long", func(c *Config) { c.WALBusySyncDelay = time.Second }, "--wal-busy-sync-delay"},
 		{"quiesce timeout under twice the heartbeat timeout", func(c *Config) { c.QuiesceTimeout = c.HeartbeatTimeout }, "--raft-quiesce-timeout"},
 		{"negative quiesce timeout", func(c *Config) { c.QuiesceTimeout = -time.Second }, "--raft-quiesce-timeout"},
 		{"quiescence off", func(c *Config) { c.QuiesceTimeout = 0 }, ""},

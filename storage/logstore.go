@@ -163,6 +163,7 @@ func (l *LogStore) StoreLogs(logs []*raft.Log) error {
 		}
 		lo, hi = min(lo, e.Index), max(hi, e.Index)
 	}
+	l.s.pacer.committed()
 	if err := b.Commit(pebble.Sync); err != nil {
 		l.loaded.Store(false) // unknown whether the entries landed: reseek on next use
 		return fmt.Errorf("storage: partition %d: store logs %d..%d: %w", l.pid, lo, hi, err)

@@ -14,7 +14,8 @@ import (
 // Store is the node's one Pebble database, shared by every partition's Raft
 // log, Raft stable store and FSM data. It is safe for concurrent use.
 type Store struct {
-	db *pebble.DB
+	db    *pebble.DB
+	pacer *syncPacer // paces WAL syncs; counts synced log writes
 
 	// mu is held for reading by every operation and for writing by Close:
 	// Pebble panics when used after Close, so Close must wait for operations
@@ -39,12 +40,18 @@ func Open(cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	db, err := pebble.Open(cfg.Dir, cfg.pebbleOptions(logger.With("component", "storage")))
+	opts := cfg.pebbleOptions(logger.With("component", "storage"))
+	pacer := &syncPacer{fixed: cfg.WALMinSyncInterval, busy: cfg.WALBusySyncDelay}
+	if pacer.fixed > 0 || pacer.busy > 0 {
+		opts.WALMinSyncInterval = pacer.interval
+	}
+	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open pebble at %q: %w", cfg.Dir, err)
 	}
 	return &Store{
 		db:      db,
+		pacer:   pacer,
 		logs:    make(map[uint32]*LogStore),
 		keyPool: sync.Pool{New: func() any { return new([logKeyLen]byte) }},
 	}, nil

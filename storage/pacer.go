@@ -1,0 +1,49 @@
+package storage
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// busyCommitsPerSync is how many synced log commits the recent WAL syncs
+// must have covered on average before syncPacer holds syncs back.
+const busyCommitsPerSync = 4
+
+// syncPacer tells Pebble, after each WAL sync, how long to wait before the
+// next one (pebble.Options.WALMinSyncInterval, which Pebble's WAL flusher
+// calls after every sync; writes continue meanwhile, only the fsync waits).
+//
+// Every partition's Raft log shares the node's one WAL, so concurrent log
+// writes already share fsyncs. Under many concurrent writers, waiting a
+// little longer makes each fsync cover more of them, which saves CPU and
+// disk work per write; for a lone writer any wait is pure latency. So the
+// pacer waits busy only while the recent syncs each covered, on average, at
+// least busyCommitsPerSync synced commits (a moving average over about
+// eight syncs), and fixed always. A commit is acknowledged only after the
+// fsync that covers it either way: pacing trades latency, never durability.
+type syncPacer struct {
+	fixed, busy time.Duration
+	commits     atomic.Uint64 // synced log commits so far (LogStore.StoreLogs)
+	syncs       atomic.Uint64 // WAL syncs so far (calls of interval)
+
+	// Read and written only by interval, which Pebble calls from its one
+	// WAL flusher goroutine.
+	seen uint64 // commits at the previous call
+	avg  uint64 // moving average of commits per sync, in 1/16ths
+}
+
+// committed counts one synced log commit.
+func (p *syncPacer) committed() { p.commits.Add(1) }
+
+// interval is pebble.Options.WALMinSyncInterval.
+func (p *syncPacer) interval() time.Duration {
+	p.syncs.Add(1)
+	c := p.commits.Load()
+	n := c - p.seen
+	p.seen = c
+	p.avg = p.avg - p.avg/8 + min(n, 1<<20)*16/8
+	if p.busy > 0 && p.avg >= busyCommitsPerSync*16 {
+		return max(p.fixed, p.busy)
+	}
+	return p.fixed
+}
