@@ -331,7 +331,9 @@ func TestRingKVQuietOfferHeldLongerThanTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	term := leader.raft.CurrentTerm()
-	waitFor(t, "both followers quiet", func() bool {
+	// Up to 30 s, not waitFor's 10: with offers held 200 ms, settling can be
+	// slow under make test's -race load (as for the cut-off test below).
+	waitWithin(t, 30*time.Second, "both followers quiet", func() bool {
 		return followers[0].raft.Quiescent() && followers[1].raft.Quiescent()
 	})
 	if leader.raft.State() != Leader || leader.raft.CurrentTerm() != term {
