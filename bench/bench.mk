@@ -21,8 +21,8 @@ profile: build
 bench-check:
 	@out=$$(cd bench/etcdbench && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd bench/etcdbench && $(GO) vet ./... && $(GO) test -count=1 ./...
-	bash -n bench/lib.sh bench/compare.sh bench/profile.sh
-	if command -v shellcheck >/dev/null; then shellcheck -x bench/lib.sh bench/compare.sh bench/profile.sh; fi
+	bash -n bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh
+	if command -v shellcheck >/dev/null; then shellcheck -x bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh; fi
 
 bench-clean:
 	rm -rf $(BENCH_BIN)
@@ -36,6 +36,11 @@ rebalance: build
 .PHONY: failover
 failover: build
 	./bench/failover.sh
+
+## ab: two clusters at once (KVD_A/KVD_B, FLAGS_A/FLAGS_B), the same load on both at the same time: servers' CPU per op, immune to the machine's drift.
+.PHONY: ab
+ab: build
+	./bench/ab.sh
 
 ## idle: CPU of an idle 3-node cluster at 16, 64 and 256 partitions (PARTITION_COUNTS, IDLE_SECONDS, KVD_FLAGS).
 .PHONY: idle
