@@ -85,8 +85,8 @@ func (c *Client) do(ctx context.Context, op string, rt route, write bool, fn att
 			}
 			return newError(ErrClosed, nil, "%s", op)
 		}
-		if err := ctx.Err(); err != nil {
-			return s.giveUp(err)
+		if deadlinePassed(ctx) {
+			return s.giveUp(ctxCause(ctx))
 		}
 		ep := c.pick(rt, s)
 		s.attempts++
@@ -101,7 +101,7 @@ func (c *Client) do(ctx context.Context, op string, rt route, write bool, fn att
 			}
 			return nil
 		}
-		callerDone := ctx.Err() != nil
+		callerDone := deadlinePassed(ctx)
 		// When the caller's deadline ended the attempt, it may have been
 		// sent all the same: classify it like a timeout.
 		v := classify(err, attemptTimedOut || callerDone, write)
@@ -119,7 +119,7 @@ func (c *Client) do(ctx context.Context, op string, rt route, write bool, fn att
 		}
 		s.maybeApplied = s.maybeApplied || v.maybeApplied
 		if callerDone {
-			return s.giveUp(ctx.Err())
+			return s.giveUp(ctxCause(ctx))
 		}
 		if c.afterFailure(s, ep, v) || s.attempts >= c.cfg.MaxAttempts {
 			continue
@@ -129,6 +129,27 @@ func (c *Client) do(ctx context.Context, op string, rt route, write bool, fn att
 		}
 	}
 	return s.giveUp(nil)
+}
+
+// deadlinePassed reports whether the caller's context has ended or its
+// deadline has passed. The clock is checked too: ctx.Err() turns non-nil
+// only once the context's timer has run, a moment after the deadline, and an
+// attempt that failed because the deadline passed (package wire refuses to
+// send a call with no time left) must count as ended by the caller.
+func deadlinePassed(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// ctxCause is why the caller's context ended, for deadlinePassed's callers.
+func ctxCause(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return context.DeadlineExceeded
 }
 
 // afterFailure updates routing after a retryable failure at ep and reports

@@ -135,6 +135,46 @@ func TestBasicOperations(t *testing.T) {
 	}
 }
 
+// clockDeadlineCtx has a deadline but never ends by itself: it stands for a
+// context whose deadline has passed while its timer has not yet run (then
+// ctx.Err() is still nil), which the clock alone can tell.
+type clockDeadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c clockDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// Once the caller's deadline has passed, the client gives up with the last
+// server answer, even if the context has not reported its end yet. (CI
+// caught the race under -race: package wire refused the late attempt with
+// context.DeadlineExceeded, the client took that for a failed attempt, and
+// reported it instead of the server's message.)
+func TestRetriesStopAtThePassedDeadlineBeforeTheContextSaysSo(t *testing.T) {
+	cl := clienttest.NewCluster(t, 1, 4)
+	cl.SetHook(func(ctx context.Context, call clienttest.Call) error {
+		if call.Procedure == ringkvv1connect.KVPutProcedure {
+			return connect.NewError(connect.CodeUnavailable, errors.New("no quorum for partition 3"))
+		}
+		return nil
+	})
+	c := newTestClient(t, cl.Endpoints(), func(cfg *Config) {
+		cfg.MaxAttempts = 1000
+		cfg.BackoffBase, cfg.BackoffMax = time.Millisecond, 5*time.Millisecond
+	})
+	ctx := clockDeadlineCtx{Context: context.Background(), deadline: time.Now().Add(100 * time.Millisecond)}
+	_, err := c.Put(ctx, []byte("k"), []byte("v"))
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v; want ErrUnavailable wrapping context.DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), "no quorum for partition 3") {
+		t.Fatalf("err = %q; want the server's last message", err)
+	}
+	if n := len(cl.Calls(ringkvv1connect.KVPutProcedure)); n >= 1000 {
+		t.Fatalf("%d attempts: the client kept trying past its deadline", n)
+	}
+}
+
 func TestRetriesKeepRequestIDAndStopAtDeadline(t *testing.T) {
 	cl := clienttest.NewCluster(t, 1, 4)
 	cl.SetHook(func(ctx context.Context, call clienttest.Call) error {
