@@ -72,12 +72,14 @@ for w in $WORKLOADS; do
   read -r -a wflags <<<"$(flags_of "$w")"
   a0=$(cpu_ticks "${pids_a[@]}")
   b0=$(cpu_ticks "${pids_b[@]}")
+  bench_pids=()
   for side in a b; do
     base=7; [[ $side == b ]] && base=8
     timeout -k 10 300 "$KVCTL" --endpoints "127.0.0.1:71${base}1,127.0.0.1:71${base}2,127.0.0.1:71${base}3" bench \
       --duration "$DURATION" --value-size "$VALUE_SIZE" --keys "$KEYS" --timeout 10s -o json "${wflags[@]}" >"$tmp/$side.json" &
+    bench_pids+=("$!")
   done
-  wait
+  wait "${bench_pids[@]}" || log "$w: a bench run failed; see its output above"
   a1=$(cpu_ticks "${pids_a[@]}")
   b1=$(cpu_ticks "${pids_b[@]}")
   for side in a b; do
