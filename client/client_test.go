@@ -135,6 +135,20 @@ func TestBasicOperations(t *testing.T) {
 	}
 }
 
+// unavailablePuts starts a one-node fake cluster whose puts all fail with
+// Unavailable and msg (a partition without quorum or leader).
+func unavailablePuts(t *testing.T, msg string) *clienttest.Cluster {
+	t.Helper()
+	cl := clienttest.NewCluster(t, 1, 4)
+	cl.SetHook(func(_ context.Context, call clienttest.Call) error {
+		if call.Procedure == ringkvv1connect.KVPutProcedure {
+			return connect.NewError(connect.CodeUnavailable, errors.New(msg))
+		}
+		return nil
+	})
+	return cl
+}
+
 // clockDeadlineCtx has a deadline but never ends by itself: it stands for a
 // context whose deadline has passed while its timer has not yet run (then
 // ctx.Err() is still nil), which the clock alone can tell.
@@ -151,13 +165,7 @@ func (c clockDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true
 // context.DeadlineExceeded, the client took that for a failed attempt, and
 // reported it instead of the server's message.)
 func TestRetriesStopAtThePassedDeadlineBeforeTheContextSaysSo(t *testing.T) {
-	cl := clienttest.NewCluster(t, 1, 4)
-	cl.SetHook(func(ctx context.Context, call clienttest.Call) error {
-		if call.Procedure == ringkvv1connect.KVPutProcedure {
-			return connect.NewError(connect.CodeUnavailable, errors.New("no quorum for partition 3"))
-		}
-		return nil
-	})
+	cl := unavailablePuts(t, "no quorum for partition 3")
 	c := newTestClient(t, cl.Endpoints(), func(cfg *Config) {
 		cfg.MaxAttempts = 1000
 		cfg.BackoffBase, cfg.BackoffMax = time.Millisecond, 5*time.Millisecond
@@ -176,13 +184,7 @@ func TestRetriesStopAtThePassedDeadlineBeforeTheContextSaysSo(t *testing.T) {
 }
 
 func TestRetriesKeepRequestIDAndStopAtDeadline(t *testing.T) {
-	cl := clienttest.NewCluster(t, 1, 4)
-	cl.SetHook(func(ctx context.Context, call clienttest.Call) error {
-		if call.Procedure == ringkvv1connect.KVPutProcedure {
-			return connect.NewError(connect.CodeUnavailable, errors.New("no quorum for partition 3"))
-		}
-		return nil
-	})
+	cl := unavailablePuts(t, "no quorum for partition 3")
 	c := newTestClient(t, cl.Endpoints(), func(cfg *Config) {
 		cfg.MaxAttempts = 1 << 20
 		cfg.BackoffBase, cfg.BackoffMax = time.Millisecond, 20*time.Millisecond
@@ -549,13 +551,7 @@ func TestBackoffIsBoundedByContext(t *testing.T) {
 }
 
 func TestRoutingRefreshIsRateLimited(t *testing.T) {
-	cl := clienttest.NewCluster(t, 1, 4)
-	cl.SetHook(func(_ context.Context, call clienttest.Call) error {
-		if call.Procedure == ringkvv1connect.KVPutProcedure {
-			return connect.NewError(connect.CodeUnavailable, errors.New("no leader"))
-		}
-		return nil
-	})
+	cl := unavailablePuts(t, "no leader")
 	c := newTestClient(t, cl.Endpoints(), func(cfg *Config) {
 		cfg.MaxAttempts = 50
 		cfg.BackoffBase, cfg.BackoffMax = time.Microsecond, time.Microsecond
