@@ -26,10 +26,11 @@ type syncPacer struct {
 	commits     atomic.Uint64 // synced log commits so far (LogStore.StoreLogs)
 	syncs       atomic.Uint64 // WAL syncs so far (calls of interval)
 
-	// Read and written only by interval, which Pebble calls from its one
-	// WAL flusher goroutine.
-	seen uint64 // commits at the previous call
-	avg  uint64 // moving average of commits per sync, in 1/16ths
+	// Written only by interval. Pebble calls it from a WAL's flusher
+	// goroutine; while a WAL is being replaced, the old and the new one's
+	// flushers may both call it, which can only blur the average.
+	seen atomic.Uint64 // commits at the previous call
+	avg  atomic.Uint64 // moving average of commits per sync, in 1/16ths
 }
 
 // committed counts one synced log commit.
@@ -39,10 +40,14 @@ func (p *syncPacer) committed() { p.commits.Add(1) }
 func (p *syncPacer) interval() time.Duration {
 	p.syncs.Add(1)
 	c := p.commits.Load()
-	n := c - p.seen
-	p.seen = c
-	p.avg = p.avg - p.avg/8 + min(n, 1<<20)*16/8
-	if p.busy > 0 && p.avg >= busyCommitsPerSync*16 {
+	var n uint64
+	if prev := p.seen.Swap(c); c > prev { // not so if another flusher swapped in a later count
+		n = min(c-prev, 1<<20)
+	}
+	avg := p.avg.Load()
+	avg = avg - avg/8 + n*16/8
+	p.avg.Store(avg)
+	if p.busy > 0 && avg >= busyCommitsPerSync*16 {
 		return max(p.fixed, p.busy)
 	}
 	return p.fixed
