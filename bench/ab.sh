@@ -7,8 +7,8 @@
 # because the side with shorter latency takes more of the shared cores.
 #
 # Knobs (environment): KVD_A and KVD_B (default ./bin/kvd both), FLAGS_A and
-# FLAGS_B (extra kvd flags), WORKLOADS (default "put-1 put": names as in
-# compare.sh; also get-strong, get-eventual, mixed-strong), DURATION (8s),
+# FLAGS_B (extra kvd flags), WORKLOADS (default "put-1 put": the names of
+# lib.sh's WORKLOAD_NAMES, as in compare.sh), DURATION (8s),
 # CLIENTS (64), PARTITIONS (64), VALUE_SIZE (100), KEYS (10000), KVCTL.
 # Swap A and B in a second run: the order the clusters start in matters a
 # little. Cluster A uses client ports 7171-7173, B 7181-7183.
@@ -31,6 +31,8 @@ KVCTL=${KVCTL:-./bin/kvctl}
 for bin in "$KVD_A" "$KVD_B" "$KVCTL"; do
   [[ -x $bin ]] || die "$bin is missing: run 'make ab' (it builds kvd and kvctl first) or set KVD_A/KVD_B"
 done
+
+for w in $WORKLOADS; do workload_flags "$w" >/dev/null; done # unknown names stop here, not in a subshell
 
 tmp=$(mktemp -d /tmp/ringkv-ab.XXXXXX)
 mkdir -p "$tmp/a" "$tmp/b"
@@ -55,21 +57,11 @@ cpu_ticks() {
   server_pids=()
 }
 
-flags_of() {
-  case $1 in
-    put-1) echo "--op put --clients 1" ;;
-    put) echo "--op put --clients $CLIENTS" ;;
-    get-strong) echo "--op get --consistency strong --clients $CLIENTS" ;;
-    get-eventual) echo "--op get --consistency eventual --clients $CLIENTS" ;;
-    mixed-strong) echo "--op mixed --ratio 0.9 --consistency strong --clients $CLIENTS" ;;
-    *) die "WORKLOADS: unknown workload $1" ;;
-  esac
-}
 
 hz=$(getconf CLK_TCK)
 printf '%-13s %-4s %10s %9s %9s %12s\n' workload side ops/s p50_ms p99_ms cpu_us/op
 for w in $WORKLOADS; do
-  read -r -a wflags <<<"$(flags_of "$w")"
+  read -r -a wflags <<<"$(workload_flags "$w")"
   a0=$(cpu_ticks "${pids_a[@]}")
   b0=$(cpu_ticks "${pids_b[@]}")
   bench_pids=()

@@ -70,14 +70,6 @@ mkdir -p "$results/load" "$results/logs"
 conns_flag=()
 [[ -n $CONNS ]] && conns_flag=(--conns "$CONNS")
 
-# workloads: name | bench flags. The names are what benchreport expects.
-workloads=(
-  "put-1|--op put --clients 1"
-  "put|--op put --clients $CLIENTS"
-  "get-strong|--op get --consistency strong --clients $CLIENTS"
-  "get-eventual|--op get --consistency eventual --clients $CLIENTS"
-  "mixed-strong|--op mixed --ratio 0.9 --consistency strong --clients $CLIENTS"
-)
 
 # children_cpu_ms VAR sets VAR to the user+system CPU milliseconds of this
 # shell's finished children (the load generators, which share the cores with
@@ -99,12 +91,11 @@ children_cpu_ms() {
 # saving the JSON result, the machine load before it and the CPU the servers
 # and the load generator spent during it (pre-load included).
 run_workloads() {
-  local sys=$1 w name flags out t0 t1 c0 c1 status
+  local sys=$1 name flags out t0 t1 c0 c1 status
   shift
   mkdir -p "$results/$sys"
-  for w in "${workloads[@]}"; do
-    name=${w%%|*}
-    read -r -a flags <<<"${w#*|}"
+  for name in "${WORKLOAD_NAMES[@]}"; do
+    read -r -a flags <<<"$(workload_flags "$name")"
     uptime >"$results/load/$sys-$name.txt"
     t0=$(server_cpu_ticks)
     children_cpu_ms c0

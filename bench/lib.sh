@@ -144,6 +144,23 @@ wait_balanced() {
   log "warning: leaders not balanced after $2s (per-node leader counts: ${counts:-unknown}); measuring anyway"
 }
 
+# Workloads shared by compare.sh and ab.sh, so both measure the same thing.
+# The names are what benchreport expects.
+WORKLOAD_NAMES=(put-1 put get-strong get-eventual mixed-strong)
+
+# workload_flags NAME prints the bench flags of a workload (kvctl bench and
+# etcdbench take the same ones); CLIENTS is the 64-client workloads' count.
+workload_flags() {
+  case $1 in
+    put-1) echo "--op put --clients 1" ;;
+    put) echo "--op put --clients $CLIENTS" ;;
+    get-strong) echo "--op get --consistency strong --clients $CLIENTS" ;;
+    get-eventual) echo "--op get --consistency eventual --clients $CLIENTS" ;;
+    mixed-strong) echo "--op mixed --ratio 0.9 --consistency strong --clients $CLIENTS" ;;
+    *) die "unknown workload $1 (known: ${WORKLOAD_NAMES[*]})" ;;
+  esac
+}
+
 # server_cpu_ticks prints the user+system CPU ticks used so far by the
 # running servers (fields 14 and 15 of /proc/PID/stat).
 server_cpu_ticks() {

@@ -25,9 +25,9 @@
 // partition, share WAL syncs; no write is acknowledged before its sync.
 // While recent syncs each covered at least 4 such commits on average,
 // Config.WALBusySyncDelay (500 µs by default) holds the next sync back so it
-// covers more of them (pacer.go): about a fifth less CPU per write under
-// many concurrent writers, and nothing for a lone writer, whose syncs are
-// never held.
+// covers more of them (pacer.go): 7-16% less CPU per write under 64
+// concurrent writers (docs/PERFORMANCE.md), and nothing for a lone writer,
+// whose syncs are never held.
 //
 // *LogStore implements raft.LogStore and raft.StableStore. GetLog returns
 // raft.ErrLogNotFound for a missing index; Get and GetUint64 return
