@@ -218,7 +218,9 @@ func TestServerErrors(t *testing.T) {
 		}
 		return nil
 	})
-	r = kvctl(t, invocation{args: []string{"--endpoints", cl.Nodes[0].Addr, "--timeout", "300ms", "-o", "json", "put", "k", "v"}})
+	// 1s: the first attempt must reach the node before the timeout, or
+	// nothing was sent and the put is merely unavailable.
+	r = kvctl(t, invocation{args: []string{"--endpoints", cl.Nodes[0].Addr, "--timeout", "1s", "-o", "json", "put", "k", "v"}})
 	wantCode(t, r, 1)
 	if doc := oneJSON[map[string]string](t, r); doc["code"] != "outcome_unknown" || !strings.Contains(doc["error"], "read the key") {
 		t.Fatalf("JSON %v", doc)
@@ -230,7 +232,7 @@ func TestServerErrors(t *testing.T) {
 	cl.SetHook(func(context.Context, clienttest.Call) error {
 		return connect.NewError(connect.CodeUnavailable, errors.New("no quorum for partition 2"))
 	})
-	r = kvctl(t, invocation{args: []string{"--endpoints", cl.Nodes[0].Addr, "--timeout", "300ms", "get", "k"}})
+	r = kvctl(t, invocation{args: []string{"--endpoints", cl.Nodes[0].Addr, "--timeout", "1s", "get", "k"}})
 	wantCode(t, r, 1)
 	if !strings.HasPrefix(r.stderr, "kvctl: unavailable: ") || !strings.Contains(r.stderr, "no quorum for partition 2") {
 		t.Fatalf("stderr %q", r.stderr)

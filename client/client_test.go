@@ -170,7 +170,9 @@ func TestRetriesStopAtThePassedDeadlineBeforeTheContextSaysSo(t *testing.T) {
 		cfg.MaxAttempts = 1000
 		cfg.BackoffBase, cfg.BackoffMax = time.Millisecond, 5*time.Millisecond
 	})
-	ctx := clockDeadlineCtx{Context: context.Background(), deadline: time.Now().Add(100 * time.Millisecond)}
+	// A second: the first attempt must get the server's answer before the
+	// deadline passes, which on a loaded machine can take a while.
+	ctx := clockDeadlineCtx{Context: context.Background(), deadline: time.Now().Add(time.Second)}
 	_, err := c.Put(ctx, []byte("k"), []byte("v"))
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v; want ErrUnavailable wrapping context.DeadlineExceeded", err)
@@ -189,7 +191,7 @@ func TestRetriesKeepRequestIDAndStopAtDeadline(t *testing.T) {
 		cfg.MaxAttempts = 1 << 20
 		cfg.BackoffBase, cfg.BackoffMax = time.Millisecond, 20*time.Millisecond
 	})
-	const deadline = 300 * time.Millisecond
+	const deadline = time.Second // time for several attempts, even on a loaded machine
 	ctx := testCtx(t, deadline)
 	start := time.Now()
 	_, err := c.Put(ctx, []byte("k"), []byte("v"))

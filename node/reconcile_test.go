@@ -15,19 +15,19 @@ import (
 
 // fakeReplica is a local replica as collectRemoved sees it.
 type fakeReplica struct {
-	pid         uint32
-	member      bool
-	leader      string
-	leading     bool
-	lastContact time.Time
-	quiet       bool
+	pid       uint32
+	member    bool
+	leader    string
+	leading   bool
+	silentFor time.Duration // since it last heard from a leader, as of each call
+	quiet     bool
 }
 
 func (r fakeReplica) Partition() uint32                       { return r.pid }
 func (r fakeReplica) Membership() (member, voter bool, n int) { return r.member, r.member, 3 }
 func (r fakeReplica) LeaderID() string                        { return r.leader }
 func (r fakeReplica) IsLeader() bool                          { return r.leading }
-func (r fakeReplica) LastContact() time.Time                  { return r.lastContact }
+func (r fakeReplica) LastContact() time.Time                  { return time.Now().Add(-r.silentFor) }
 func (r fakeReplica) Quiescent() bool                         { return r.quiet }
 
 // fakePeer is another node: its gossip entry and its answer to a local-only
@@ -96,8 +96,9 @@ func collectPasses(t *testing.T, r fakeReplica, peers []fakePeer, passes int) (d
 // as the partition's leader counts, seen twice, the second time with a
 // commit index past the first sighting's last index.
 func TestCollectRemoved(t *testing.T) {
-	now := time.Now()
-	silent := now.Add(-time.Minute) // heard from no leader for a minute
+	// Silences are measured when collectRemoved looks, not from a clock
+	// read when the cases were built, so a slow machine cannot age them.
+	const silent = time.Minute // heard from no leader for a minute
 	without := reports(part("n1", 4, 100, 100, "n1", "n2", "n4"))
 	cases := []struct {
 		name    string
@@ -111,34 +112,34 @@ func TestCollectRemoved(t *testing.T) {
 		// removed it (hashicorp/raft's heartbeat fast path), and was never
 		// asked about because it named a leader.
 		name:    "member that names a leader it no longer hears from",
-		r:       fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent},
+		r:       fakeReplica{pid: 5, member: true, leader: "n1", silentFor: silent},
 		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without}},
 		deleted: 2,
 		asks:    "n1",
 	}, {
 		name:  "member following a leader it hears from is not asked about",
-		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now},
+		r:     fakeReplica{pid: 5, member: true, leader: "n1", silentFor: 0},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
 	}, {
 		// A quiet group's leader heartbeats every QuiesceTimeout/4 to /2:
 		// silence past twice the heartbeat timeout is normal there.
 		name:  "quiet follower between two quiet heartbeats is not asked about",
-		r:     fakeReplica{pid: 5, member: true, leader: "n1", lastContact: now.Add(-2 * time.Second), quiet: true},
+		r:     fakeReplica{pid: 5, member: true, leader: "n1", silentFor: 2 * time.Second, quiet: true},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}}},
 	}, {
 		name:    "quiet follower silent for twice the quiesce timeout is asked about",
-		r:       fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent, quiet: true},
+		r:       fakeReplica{pid: 5, member: true, leader: "n1", silentFor: silent, quiet: true},
 		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without}},
 		deleted: 2,
 		asks:    "n1",
 	}, {
 		name:    "not in its own configuration: the leader it follows answers",
-		r:       fakeReplica{pid: 5, member: false, leader: "n1", lastContact: now},
+		r:       fakeReplica{pid: 5, member: false, leader: "n1", silentFor: 0},
 		peers:   []fakePeer{{name: "n1", status: membership.StatusAlive, report: without}},
 		deleted: 2,
 	}, {
 		name: "no leader: the one gossip names answers",
-		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{
 			{name: "n2", status: membership.StatusAlive, report: unreachable},
 			{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: without},
@@ -149,7 +150,7 @@ func TestCollectRemoved(t *testing.T) {
 		// This node's gossip view is as old as its replica's: it missed the
 		// broadcasts of the new leader's bitmap while it was cut off.
 		name: "no leader and gossip names none: every member is asked",
-		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{
 			{name: "n1", status: membership.StatusAlive, report: reports(part("n2", 4, 100, 100, "n1", "n2", "n4"))},
 			{name: "n2", status: membership.StatusSuspect, report: reports(part("n2", 4, 100, 100, "n1", "n2", "n4"))},
@@ -158,7 +159,7 @@ func TestCollectRemoved(t *testing.T) {
 		asks:    "n1,n2",
 	}, {
 		name: "the leader it names no longer leads: the one gossip names answers",
-		r:    fakeReplica{pid: 5, member: true, leader: "n1", lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, leader: "n1", silentFor: silent},
 		peers: []fakePeer{
 			{name: "n1", status: membership.StatusAlive, report: reports(part("n4", 5, 100, 100, "n1", "n2", "n4"))},
 			{name: "n4", status: membership.StatusAlive, leading: []uint32{5}, report: reports(part("n4", 5, 100, 100, "n1", "n2", "n4"))},
@@ -167,7 +168,7 @@ func TestCollectRemoved(t *testing.T) {
 		asks:    "n1,n4",
 	}, {
 		name: "only a self-reported leader counts",
-		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{
 			{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: reports(part("n2", 4, 100, 100, "n1", "n2", "n4"))},
 			{name: "n2", status: membership.StatusAlive, report: unreachable},
@@ -176,11 +177,11 @@ func TestCollectRemoved(t *testing.T) {
 		asks: "n1,n2,n4",
 	}, {
 		name:  "dead members are not asked",
-		r:     fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:     fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{{name: "n1", status: membership.StatusDead, leading: []uint32{5}}},
 	}, {
 		name: "not before the removal is committed",
-		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: func(pass int) ([]*ringkvv1.Partition, error) {
 			if pass < 4 {
 				return []*ringkvv1.Partition{part("n1", 4, 99, 100, "n1", "n2", "n4")}, nil
@@ -190,14 +191,14 @@ func TestCollectRemoved(t *testing.T) {
 		deleted: 4,
 	}, {
 		name: "a new leader or term starts the count again",
-		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: func(pass int) ([]*ringkvv1.Partition, error) {
 			return []*ringkvv1.Partition{part("n1", uint64(3+min(pass, 2)), 100, 100, "n1", "n2", "n4")}, nil
 		}}},
 		deleted: 3,
 	}, {
 		name: "a leader that lists it again resets the count",
-		r:    fakeReplica{pid: 5, member: true, lastContact: silent},
+		r:    fakeReplica{pid: 5, member: true, silentFor: silent},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive, leading: []uint32{5}, report: func(pass int) ([]*ringkvv1.Partition, error) {
 			if pass == 2 {
 				return []*ringkvv1.Partition{part("n1", 4, 100, 100, "n1", "n2", "n3")}, nil
@@ -207,7 +208,7 @@ func TestCollectRemoved(t *testing.T) {
 		deleted: 4,
 	}, {
 		name:  "a leader is not asked about",
-		r:     fakeReplica{pid: 5, member: true, leader: "n3", leading: true, lastContact: silent},
+		r:     fakeReplica{pid: 5, member: true, leader: "n3", leading: true, silentFor: silent},
 		peers: []fakePeer{{name: "n1", status: membership.StatusAlive}},
 	}}
 	for _, tc := range cases {
@@ -244,9 +245,9 @@ func TestCollectRemovedAsksEachPeerOncePerPass(t *testing.T) {
 		}
 		return nil, nil // leads nothing
 	})
-	silent := time.Now().Add(-time.Minute)
+	const silent = time.Minute
 	for pid := range uint32(16) {
-		r := fakeReplica{pid: pid, member: true, leader: "n1", lastContact: silent}
+		r := fakeReplica{pid: pid, member: true, leader: "n1", silentFor: silent}
 		if why := n.removedReason(t.Context(), r, nil, rp); why != "" {
 			t.Fatalf("partition %d deleted (%s) though no member reports itself as its leader", pid, why)
 		}

@@ -1460,8 +1460,10 @@ func TestHeartbeatsConsumerStuck(t *testing.T) {
 	checkHeartbeatGoroutines(t)
 	// B gives up on its main loops after half its timeout, so that B's
 	// refusal is what A reports (TestHeartbeatsStuckConsumerKeepsConnection
-	// checks the same with both alike).
-	const timeout = 500 * time.Millisecond
+	// checks the same with both alike). Half of it also bounds each
+	// heartbeat sent meanwhile: a second, which a loaded machine's stalls
+	// do not use up (A's timeout stays under waitLimit).
+	const timeout = 2 * time.Second
 	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = 4 * timeout }))
 	b := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout }))
 	f := serveFollower(t, b.hb, nil, 1)
@@ -1531,7 +1533,11 @@ func TestHeartbeatsConsumerStuck(t *testing.T) {
 // allowed (under a quarter of the timeout).
 func TestHeartbeatsStuckConsumerKeepsConnection(t *testing.T) {
 	checkHeartbeatGoroutines(t)
-	const timeout = time.Second
+	// The schedule below leaves 0.3 to 0.5 of the timeout between events
+	// that must come in order (B's refusal before A's own timeout of
+	// partition 7, the release of partition 1 before its timeout): 0.6 s or
+	// more, which a loaded machine's late wake-ups do not use up.
+	const timeout = 2 * time.Second
 	cfg := testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout; c.Linger = timeout/4 - time.Millisecond })
 	a, b := newHBNode(t, cfg), newHBNode(t, cfg)
 	g := newGate(t)
@@ -1871,8 +1877,8 @@ func TestHeartbeatsEntriesGoToConsumer(t *testing.T) {
 // the timeout), it is answered well before the linger.
 func TestHeartbeatsEntriesSkipLinger(t *testing.T) {
 	checkHeartbeatGoroutines(t)
-	const timeout, linger = 8 * time.Second, 1900 * time.Millisecond
-	const bound = time.Second // well below the linger: a correctness bound, not a performance one
+	const timeout, linger = 16 * time.Second, 3900 * time.Millisecond
+	const bound = 2 * time.Second // well below the linger: a correctness bound, not a performance one
 	a := newHBNode(t, testHBConfig(func(c *HeartbeatConfig) { c.Timeout = timeout; c.Linger = linger }))
 	b := newHBNode(t, testHBConfig(nil))
 	f := serveFollower(t, b.hb, nil, 1, 2)

@@ -345,7 +345,7 @@ func TestSplitSurvivesTemporaryAcceptError(t *testing.T) {
 		t.Fatal("EMFILE is expected to be temporary and not a timeout")
 	}
 	s := startSplit(t, testConfig(), &flakyListener{Listener: listen(t)})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	c, err := Dial(ctx, &net.Dialer{}, s.addr)
 	if err != nil {
