@@ -68,6 +68,9 @@ func (n *netNode) open(t *testing.T, partition uint32) {
 		t.Fatal(err)
 	}
 	cfg := TestConfig()
+	// Real TCP under -race on a loaded machine: a lease long enough that a
+	// stall does not cost the leader its term between two steps of a test.
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	cfg.Partition = partition
 	cfg.NodeID = n.id
 	cfg.Store = n.st

@@ -98,9 +98,12 @@ func TestRaftGroupsShareOnePort(t *testing.T) {
 
 			conf := raft.DefaultConfig()
 			conf.LocalID = raft.ServerID(fmt.Sprintf("node-%d", i))
-			conf.HeartbeatTimeout = 200 * time.Millisecond
-			conf.ElectionTimeout = 200 * time.Millisecond
-			conf.LeaderLeaseTimeout = 100 * time.Millisecond
+			// Short enough for a quick election, long enough that a loaded
+			// -race machine's stalls do not cost the leader its lease
+			// between waitLeader and Apply.
+			conf.HeartbeatTimeout = 500 * time.Millisecond
+			conf.ElectionTimeout = 500 * time.Millisecond
+			conf.LeaderLeaseTimeout = 250 * time.Millisecond
 			conf.CommitTimeout = 10 * time.Millisecond
 			conf.LogOutput = logs
 			conf.LogLevel = "INFO"
