@@ -1501,11 +1501,61 @@ func (r *Raft) processHeartbeat(rpc RPC) {
 	// Ensure we are only handling a heartbeat
 	switch cmd := rpc.Command.(type) {
 	case *AppendEntriesRequest:
-		r.appendEntries(rpc, cmd)
+		r.offThreadHeartbeat(rpc, cmd)
 	default:
 		r.logger.Error("expected heartbeat, got", "command", hclog.Fmt("%#v", rpc.Command))
 		rpc.Respond(nil, fmt.Errorf("unexpected command"))
 	}
+}
+
+// ErrHeartbeatNeedsMainLoop answers a heartbeat that the transport's fast path
+// may not handle: one that would change this server's term or state (RingKV
+// patch, fourth part; see offThreadHeartbeat).
+var ErrHeartbeatNeedsMainLoop = errors.New("heartbeat would change this server's term or state; left to the append that follows it")
+
+// offThreadHeartbeat answers a heartbeat on the transport's goroutine, which
+// runs concurrently with the main loop (upstream's processHeartbeat says
+// "main thread only" but every transport calls it from its own goroutines).
+//
+// RingKV patch, fourth part (RINGKV.md): upstream ran appendEntries here,
+// which on a heartbeat of a newer term sets this server's term and makes it
+// a follower behind the main loop's back. A leader whose loop was about to
+// dispatch then wrote its entries under the newer term: two leaders' entries
+// with the same index and term, so the new leader's appends passed this
+// server's log-matching check and it applied entries nobody committed
+// (hashicorp/raft#695; RingKV's fault suite caught it after a paused leader
+// resumed). Here a heartbeat changes nothing but the leader hint, the last
+// contact and the quiet flag, and only for a follower of the sender's very
+// term; anything else is refused with ErrHeartbeatNeedsMainLoop, as though
+// lost, and the sender's next append (its commit refresh, a new leader's
+// no-op) reaches the main loop through the consumer channel.
+func (r *Raft) offThreadHeartbeat(rpc RPC, a *AppendEntriesRequest) {
+	term := r.getCurrentTerm()
+	resp := &AppendEntriesResponse{
+		RPCHeader: r.getRPCHeader(),
+		Term:      term,
+		LastLog:   r.getLastIndex(),
+	}
+	if a.Term < term {
+		// As upstream: an older leader learns our term, and nothing changes.
+		rpc.Respond(resp, nil)
+		return
+	}
+	if a.Term > term || r.getState() != Follower ||
+		a.PrevLogEntry != 0 || a.PrevLogTerm != 0 || len(a.Entries) != 0 || a.LeaderCommitIndex != 0 {
+		rpc.Respond(nil, fmt.Errorf("%w (heartbeat of term %d, this server %v in term %d)",
+			ErrHeartbeatNeedsMainLoop, a.Term, r.getState(), term))
+		return
+	}
+	if len(a.Addr) > 0 {
+		r.setLeader(r.trans.DecodePeer(a.Addr), ServerID(a.ID))
+	} else {
+		r.setLeader(r.trans.DecodePeer(a.Leader), ServerID(a.ID))
+	}
+	resp.Success = true
+	resp.Quiescent = r.quiesceFollower(a)
+	r.setLastContact()
+	rpc.Respond(resp, nil)
 }
 
 // appendEntries is invoked when we get an append entries RPC call. This must

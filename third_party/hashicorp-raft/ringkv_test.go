@@ -301,3 +301,93 @@ func TestRingKVQueuedApplyAnsweredAtShutdown(t *testing.T) {
 		t.Errorf("shutdown: %v", err)
 	}
 }
+
+// heartbeatTo calls r's heartbeat fast path as a transport's goroutine does,
+// and returns its answer.
+func heartbeatTo(t *testing.T, r *Raft, from *Raft, term uint64) (*AppendEntriesResponse, error) {
+	t.Helper()
+	respCh := make(chan RPCResponse, 1)
+	req := &AppendEntriesRequest{
+		RPCHeader: from.getRPCHeader(),
+		Term:      term,
+		Leader:    from.trans.EncodePeer(from.localID, from.localAddr),
+	}
+	done := make(chan struct{})
+	go func() { // never the main loop's goroutine
+		defer close(done)
+		r.processHeartbeat(RPC{Command: req, RespChan: respCh})
+	}()
+	<-done
+	select {
+	case res := <-respCh:
+		if res.Error != nil {
+			return nil, res.Error
+		}
+		return res.Response.(*AppendEntriesResponse), nil
+	default:
+		t.Fatal("the heartbeat was not answered")
+		return nil, nil
+	}
+}
+
+// The fourth patch: the heartbeat fast path runs beside the main loop, so it
+// must never change the server's term or state. Upstream's did: a leader
+// handed a heartbeat of a newer term became a follower in that term behind
+// its loop's back, and a dispatch already under way wrote entries under the
+// newer term, colliding with the real leader's (hashicorp/raft#695). Here
+// the leader refuses such a heartbeat, keeps its term and state, and writes
+// its next entry in its own term; a follower of the same term is still
+// answered on the fast path.
+func TestRingKVHeartbeatFastPathNeverChangesTermOrState(t *testing.T) {
+	nodes := gatedCluster(t)
+	leader := leaderOf(t, nodes)
+	var follower *gatedNode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	term := leader.raft.getCurrentTerm()
+
+	// A newer term's heartbeat to the leader is refused, and changes nothing.
+	if resp, err := heartbeatTo(t, leader.raft, follower.raft, term+1); !errors.Is(err, ErrHeartbeatNeedsMainLoop) {
+		t.Fatalf("leader answered a heartbeat of term %d with %+v, %v; want ErrHeartbeatNeedsMainLoop", term+1, resp, err)
+	}
+	if got, state := leader.raft.getCurrentTerm(), leader.raft.getState(); got != term || state != Leader {
+		t.Fatalf("after an off-thread heartbeat of term %d the leader is %v in term %d; want Leader in term %d", term+1, state, got, term)
+	}
+	f := leader.raft.Apply([]byte("after"), 5*time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatalf("apply after the refused heartbeat: %v", err)
+	}
+	var l Log
+	if err := leader.store.GetLog(f.Index(), &l); err != nil || l.Term != term {
+		t.Fatalf("entry %d: term %d, %v; want the leader's term %d", f.Index(), l.Term, err, term)
+	}
+
+	// A heartbeat of the same term to another leader-side state (here the
+	// leader itself) is refused too: only a follower takes the fast path.
+	if _, err := heartbeatTo(t, leader.raft, follower.raft, term); !errors.Is(err, ErrHeartbeatNeedsMainLoop) {
+		t.Fatalf("leader answered a same-term heartbeat with %v; want ErrHeartbeatNeedsMainLoop", err)
+	}
+
+	// An older term's heartbeat is told the newer term, as upstream.
+	if resp, err := heartbeatTo(t, follower.raft, leader.raft, term-1); err != nil || resp.Success || resp.Term != term {
+		t.Fatalf("follower answered a heartbeat of term %d with %+v, %v; want failure carrying term %d", term-1, resp, err, term)
+	}
+
+	// The leader's own heartbeat to a follower of its term takes the fast
+	// path: answered at once, and counted as contact.
+	before := follower.raft.LastContact()
+	resp, err := heartbeatTo(t, follower.raft, leader.raft, term)
+	if err != nil || !resp.Success || resp.Term != term {
+		t.Fatalf("follower answered its leader's heartbeat with %+v, %v; want success in term %d", resp, err, term)
+	}
+	if !follower.raft.LastContact().After(before) {
+		t.Error("the follower's last contact did not move on its leader's heartbeat")
+	}
+	if got := follower.raft.getState(); got != Follower {
+		t.Errorf("follower is %v after its leader's heartbeat", got)
+	}
+}
