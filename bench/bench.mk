@@ -9,7 +9,7 @@ BENCH_BIN := bench/bin
 bench-tools:
 	cd bench/etcdbench && $(GO) build -o ../bin/ . ./benchreport
 
-## compare: etcd (installed with apt-get if absent) and RingKV, same workloads, one after the other.
+## compare: etcd (installed with apt-get if absent) and RingKV, same workloads, one after the other, in two rounds (ABBA; ROUNDS=1 for one).
 compare: build bench-tools
 	./bench/compare.sh
 

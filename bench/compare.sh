@@ -5,6 +5,12 @@
 # before each, server CPU, the table as JSON and markdown, server logs) go to
 # bench/results/<UTC timestamp>/.
 #
+# ROUNDS (2) repeats that with the order reversed every other round (etcd,
+# RingKV, RingKV, etcd: ABBA), each round in round-N/ with its own table, so
+# that a machine whose speed drifts during the run (this one's does, by
+# 10-35% within minutes) favours neither system; the final table gives the
+# mean over the rounds and each round's ratio. ROUNDS=1 is one pass.
+#
 # Knobs (environment): DURATION (10s) per workload, CLIENTS (64), PARTITIONS
 # (64), VALUE_SIZE (100), KEYS (10000), IDLE_SECONDS (10: the servers' CPU is
 # also measured with no load, after start), CONNS (default: the bench tools'
@@ -28,6 +34,7 @@ IDLE_SECONDS=${IDLE_SECONDS:-10}
 CONNS=${CONNS:-}
 PROTOCOL=${PROTOCOL:-native}
 SYSTEMS=${SYSTEMS:-etcd ringkv}
+ROUNDS=${ROUNDS:-2}
 KVD=${KVD:-./bin/kvd}
 KVCTL=${KVCTL:-./bin/kvctl}
 ETCDBENCH=${ETCDBENCH:-bench/bin/etcdbench}
@@ -48,6 +55,12 @@ backstop=$((dur_s * 2 + 300))
 if ! [[ $IDLE_SECONDS =~ ^[0-9]+$ ]] || ((IDLE_SECONDS == 0)); then
   die "IDLE_SECONDS must be a whole number above 0"
 fi
+if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS == 0 || ROUNDS > 10)); then
+  die "ROUNDS must be a whole number from 1 to 10"
+fi
+for sys in $SYSTEMS; do
+  [[ $sys == etcd || $sys == ringkv ]] || die "SYSTEMS: unknown system $sys (use etcd and/or ringkv)"
+done
 
 for bin in "$KVD" "$KVCTL" "$ETCDBENCH" "$BENCHREPORT"; do
   [[ -x $bin ]] || die "$bin is missing: run 'make compare' (it builds everything first)"
@@ -66,7 +79,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted; stopping the cluster"; exit 130' INT TERM
 
-mkdir -p "$results/load" "$results/logs"
+mkdir -p "$results"
 conns_flag=()
 [[ -n $CONNS ]] && conns_flag=(--conns "$CONNS")
 
@@ -93,10 +106,10 @@ children_cpu_ms() {
 run_workloads() {
   local sys=$1 name flags out t0 t1 c0 c1 status
   shift
-  mkdir -p "$results/$sys"
+  mkdir -p "$rdir/$sys" "$rdir/load"
   for name in "${WORKLOAD_NAMES[@]}"; do
     read -r -a flags <<<"$(workload_flags "$name")"
-    uptime >"$results/load/$sys-$name.txt"
+    uptime >"$rdir/load/$sys-$name.txt"
     t0=$(server_cpu_ticks)
     children_cpu_ms c0
     # In the background, so that Ctrl-C interrupts the wait at once (bash
@@ -110,9 +123,9 @@ run_workloads() {
     out=$(cat "$tmp/out.json")
     t1=$(server_cpu_ticks)
     children_cpu_ms c1
-    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$results/$sys/$name.cpu"
-    echo "$((c1 - c0))" >"$results/$sys/$name.clientcpu"
-    [[ -n $out ]] && echo "$out" >"$results/$sys/$name.json"
+    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$rdir/$sys/$name.cpu"
+    echo "$((c1 - c0))" >"$rdir/$sys/$name.clientcpu"
+    [[ -n $out ]] && echo "$out" >"$rdir/$sys/$name.json"
     log "$sys $name: ${out:-no result}"
   done
 }
@@ -120,39 +133,47 @@ run_workloads() {
 # measure_idle SYSTEM: the servers' CPU over IDLE_SECONDS with no load.
 measure_idle() {
   local t0 t1
-  mkdir -p "$results/$1"
+  mkdir -p "$rdir/$1"
   sleep 2
   t0=$(server_cpu_ticks)
   sleep "$IDLE_SECONDS"
   t1=$(server_cpu_ticks)
-  echo "$((t1 - t0)) $(getconf CLK_TCK) $IDLE_SECONDS" >"$results/$1/idle.cpu"
+  echo "$((t1 - t0)) $(getconf CLK_TCK) $IDLE_SECONDS" >"$rdir/$1/idle.cpu"
   log "$1 idle: $((t1 - t0)) CPU ticks in ${IDLE_SECONDS}s"
 }
 
-{
-  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "machine=$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
-  echo "duration=$DURATION"
-  echo "clients=$CLIENTS"
-  echo "conns=${CONNS:-1} per node"
-  echo "partitions=$PARTITIONS"
-  echo "value_size=$VALUE_SIZE"
-  echo "keys=$KEYS"
-  echo "ringkv=${RINGKV_VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)} ($KVD)"
-} >"$results/meta.txt"
+# write_meta FILE DATE [LINE...]: the run's start date and settings, then
+# any extra lines.
+write_meta() {
+  local meta_file=$1 meta_date=$2
+  shift 2
+  {
+    echo "date=$meta_date"
+    echo "machine=$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "duration=$DURATION"
+    echo "clients=$CLIENTS"
+    echo "conns=${CONNS:-1} per node"
+    echo "partitions=$PARTITIONS"
+    echo "value_size=$VALUE_SIZE"
+    echo "keys=$KEYS"
+    echo "ringkv=${RINGKV_VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)} ($KVD)"
+    printf '%s\n' "$@"
+  } >"$meta_file"
+}
 
-start=$SECONDS
-for sys in $SYSTEMS; do
-  case $sys in
+# run_system SYSTEM: a fresh cluster of SYSTEM, its idle CPU, every workload,
+# into $rdir.
+run_system() {
+  mkdir -p "$rdir/logs"
+  case $1 in
     etcd)
       ensure_etcd
-      echo "etcd=$(etcd --version | sed -n 1p)" >>"$results/meta.txt"
       log "starting etcd (3 members, client ports 7441-7443)"
       start_etcd "$tmp"
       measure_idle etcd
       run_workloads etcd "$ETCDBENCH" --endpoints 127.0.0.1:7441,127.0.0.1:7442,127.0.0.1:7443
       stop_servers
-      cp "$tmp"/e*.log "$results/logs/"
+      cp "$tmp"/e*.log "$rdir/logs/"
       ;;
     ringkv)
       log "starting RingKV (3 nodes, $PARTITIONS partitions, client ports 7121-7123)"
@@ -160,12 +181,38 @@ for sys in $SYSTEMS; do
       measure_idle ringkv
       run_workloads ringkv "$KVCTL" --endpoints 127.0.0.1:7121,127.0.0.1:7122,127.0.0.1:7123 --protocol "$PROTOCOL" bench
       stop_servers
-      cp "$tmp"/c*.log "$results/logs/"
+      cp "$tmp"/c*.log "$rdir/logs/"
       ;;
-    *) die "SYSTEMS: unknown system $sys (use etcd and/or ringkv)" ;;
   esac
+}
+
+etcd_version=()
+if [[ " $SYSTEMS " == *" etcd "* ]]; then
+  ensure_etcd
+  etcd_version=("etcd=$(etcd --version | sed -n 1p)")
+fi
+read -r -a order <<<"$SYSTEMS"
+start=$SECONDS start_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+for ((round = 1; round <= ROUNDS; round++)); do
+  rdir=$results
+  ((ROUNDS > 1)) && rdir=$results/round-$round
+  mkdir -p "$rdir"
+  log "round $round of $ROUNDS: ${order[*]}"
+  rstart=$SECONDS rstart_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for sys in "${order[@]}"; do
+    run_system "$sys"
+  done
+  write_meta "$rdir/meta.txt" "$rstart_date" "${etcd_version[@]}" "order=${order[*]}" "elapsed=$((SECONDS - rstart))s"
+  if ((ROUNDS > 1)); then
+    "$BENCHREPORT" "$rdir" >/dev/null
+    log "round $round: table in $rdir/compare.md"
+  fi
+  # ABBA: the next round starts with the system this one ended with.
+  for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+    sys=${order[i]} order[i]=${order[j]} order[j]=$sys
+  done
 done
-echo "elapsed=$((SECONDS - start))s" >>"$results/meta.txt"
+write_meta "$results/meta.txt" "$start_date" "${etcd_version[@]}" "rounds=$ROUNDS" "elapsed=$((SECONDS - start))s"
 
 "$BENCHREPORT" "$results"
 log "results in $results (compare.md, compare.json)"

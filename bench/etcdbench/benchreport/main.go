@@ -4,14 +4,23 @@
 // DIR/load/<system>-<workload>.txt (uptime before the run), prints the table
 // on stdout and writes DIR/compare.json and DIR/compare.md.
 //
+// When DIR holds rounds (DIR/round-1, DIR/round-2, ...: compare.sh runs the
+// systems in ABBA order so that a machine speeding up or slowing down over
+// the run favours neither), each round is read like a folder of its own and
+// the table shows, per system, the mean over the rounds of ops/s and of
+// each percentile, CPU per operation over all rounds' operations, and the
+// ratio of the means with every round's own ratio beside it.
+//
 // Usage: benchreport DIR
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,14 +91,18 @@ type row struct {
 	Etcd     side     `json:"etcd"`
 	RingKV   side     `json:"ringkv"`
 	Ratio    *float64 `json:"ratio,omitempty"` // RingKV ops/s over etcd ops/s
-	P50Ratio *float64 `json:"p50_ratio,omitempty"`
-	Target   string   `json:"target"`
-	Met      string   `json:"met"` // yes, no, or "-" (no target or no data)
+	// RoundRatios is each round's own ratio, in round order (with rounds).
+	RoundRatios []float64 `json:"round_ratios,omitempty"`
+	P50Ratio    *float64  `json:"p50_ratio,omitempty"`
+	Target      string    `json:"target"`
+	Met         string    `json:"met"` // yes, no, or "-" (no target or no data)
 }
 
 type report struct {
 	Meta [][2]string `json:"-"`
-	Rows []row       `json:"rows"`
+	// Rounds is how many rounds the table combines (1: a plain folder).
+	Rounds int   `json:"rounds"`
+	Rows   []row `json:"rows"`
 	// Idle is the three servers' CPU with no load, in percent of one core.
 	Idle map[string]float64 `json:"idle_cpu_pct_of_core,omitempty"`
 }
@@ -99,13 +112,25 @@ func run(dir string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep := report{Meta: meta, Idle: map[string]float64{}}
+	rounds, err := roundDirs(dir)
+	if err != nil {
+		return err
+	}
+	rep := report{Meta: meta, Rounds: len(rounds), Idle: map[string]float64{}}
 	for _, w := range workloads {
-		rep.Rows = append(rep.Rows, buildRow(dir, w))
+		rep.Rows = append(rep.Rows, buildRow(rounds, w))
 	}
 	for _, sys := range []string{"etcd", "ringkv"} {
-		if pct, ok := readIdle(filepath.Join(dir, sys, "idle.cpu")); ok {
-			rep.Idle[sys] = pct
+		var sum float64
+		n := 0
+		for _, d := range rounds {
+			if pct, ok := readIdle(filepath.Join(d, sys, "idle.cpu")); ok {
+				sum += pct
+				n++
+			}
+		}
+		if n > 0 {
+			rep.Idle[sys] = sum / float64(n)
 		}
 	}
 	if err := writeJSON(filepath.Join(dir, "compare.json"), rep); err != nil {
@@ -133,8 +158,39 @@ func readMeta(path string) ([][2]string, error) {
 	return meta, sc.Err()
 }
 
-func buildRow(dir string, w workload) row {
-	r := row{Workload: w.name, Etcd: readSide(dir, "etcd", w.name), RingKV: readSide(dir, "ringkv", w.name), Met: "-"}
+// roundDirs returns DIR's round folders in round order, or DIR alone when it
+// has none.
+func roundDirs(dir string) ([]string, error) {
+	var rounds []string
+	for i := 1; ; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("round-%d", i))
+		if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
+			break
+		} else if err != nil {
+			return nil, err
+		}
+		rounds = append(rounds, d)
+	}
+	if len(rounds) == 0 {
+		return []string{dir}, nil
+	}
+	return rounds, nil
+}
+
+func buildRow(rounds []string, w workload) row {
+	var etcd, ringkv []side
+	for _, d := range rounds {
+		etcd = append(etcd, readSide(d, "etcd", w.name))
+		ringkv = append(ringkv, readSide(d, "ringkv", w.name))
+	}
+	r := row{Workload: w.name, Etcd: combine(etcd), RingKV: combine(ringkv), Met: "-"}
+	if len(rounds) > 1 {
+		for i := range rounds {
+			if e, k := etcd[i].Result, ringkv[i].Result; e != nil && k != nil && e.Ops > 0 && k.Ops > 0 {
+				r.RoundRatios = append(r.RoundRatios, k.OpsPerSec/e.OpsPerSec)
+			}
+		}
+	}
 	clients := 0
 	for _, s := range []side{r.Etcd, r.RingKV} {
 		if s.Result != nil {
@@ -212,6 +268,72 @@ func readSide(dir, sys, name string) side {
 	return s
 }
 
+// combine merges one system's rounds of a workload: the mean of ops/s and of
+// each percentile over the rounds that completed operations, operations,
+// errors and CPU summed (so CPU per op is over every round's operations),
+// and the highest load before a round. One round is returned as it is.
+func combine(rounds []side) side {
+	if len(rounds) == 1 {
+		return rounds[0]
+	}
+	var (
+		c                                    side
+		res                                  benchResult
+		n, cpu, cpuOps, clientCPU, clientOps float64
+	)
+	for _, s := range rounds {
+		if s.Load1 != nil && (c.Load1 == nil || *s.Load1 > *c.Load1) {
+			c.Load1 = ptr(*s.Load1)
+		}
+		if s.Result == nil {
+			continue
+		}
+		if c.Result == nil {
+			c.Result = &res
+		}
+		res.Clients = s.Result.Clients
+		res.Ops += s.Result.Ops
+		res.Errors += s.Result.Errors
+		res.DurationS += s.Result.DurationS
+		if s.Result.LastError != "" {
+			res.LastError = s.Result.LastError
+		}
+		if s.Result.Ops == 0 {
+			continue
+		}
+		n++
+		res.OpsPerSec += s.Result.OpsPerSec
+		res.P50Ms += s.Result.P50Ms
+		res.P90Ms += s.Result.P90Ms
+		res.P99Ms += s.Result.P99Ms
+		res.P999Ms += s.Result.P999Ms
+		ops := float64(s.Result.Ops)
+		if s.CPUMicrosPerOp != nil {
+			cpu += *s.CPUMicrosPerOp * ops
+			cpuOps += ops
+		}
+		if s.ClientCPUMicrosPerOp != nil {
+			clientCPU += *s.ClientCPUMicrosPerOp * ops
+			clientOps += ops
+		}
+	}
+	if n > 0 {
+		res.OpsPerSec /= n
+		res.P50Ms /= n
+		res.P90Ms /= n
+		res.P99Ms /= n
+		res.P999Ms /= n
+	}
+	if cpuOps > 0 {
+		c.CPUMicrosPerOp = ptr(cpu / cpuOps)
+		c.ServerCPUSeconds = ptr(cpu / 1e6)
+	}
+	if clientOps > 0 {
+		c.ClientCPUMicrosPerOp = ptr(clientCPU / clientOps)
+	}
+	return c
+}
+
 // readIdle reads "ticks hz seconds" and returns the CPU in percent of one core.
 func readIdle(path string) (float64, bool) {
 	b, err := os.ReadFile(path)
@@ -247,10 +369,11 @@ func writeJSON(path string, rep report) error {
 		meta[kv[0]] = kv[1]
 	}
 	b, err := json.MarshalIndent(struct {
-		Meta map[string]string  `json:"meta"`
-		Rows []row              `json:"rows"`
-		Idle map[string]float64 `json:"idle_cpu_pct_of_core,omitempty"`
-	}{meta, rep.Rows, rep.Idle}, "", "  ")
+		Meta   map[string]string  `json:"meta"`
+		Rounds int                `json:"rounds"`
+		Rows   []row              `json:"rows"`
+		Idle   map[string]float64 `json:"idle_cpu_pct_of_core,omitempty"`
+	}{meta, rep.Rounds, rep.Rows, rep.Idle}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -277,6 +400,13 @@ func cells(r row) []string {
 	ratio := "-"
 	if r.Ratio != nil {
 		ratio = fmt.Sprintf("%.2fx", *r.Ratio)
+	}
+	if len(r.RoundRatios) > 1 {
+		each := make([]string, len(r.RoundRatios))
+		for i, x := range r.RoundRatios {
+			each[i] = fmt.Sprintf("%.2fx", x)
+		}
+		ratio += " (" + strings.Join(each, ", ") + ")"
 	}
 	num := func(s side, f func(side) *float64, format string) string {
 		if v := f(s); v != nil {
@@ -318,10 +448,24 @@ func printTable(w io.Writer, rep report) error {
 		return err
 	}
 	if l := idleLine(rep); l != "" {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	if l := roundsLine(rep); l != "" {
 		_, err := fmt.Fprintln(w, l)
 		return err
 	}
 	return nil
+}
+
+// roundsLine says how rounds were combined, or "" for a single round.
+func roundsLine(rep report) string {
+	if rep.Rounds < 2 {
+		return ""
+	}
+	return fmt.Sprintf("%d rounds, the systems' order alternating (ABBA): ops/s and latencies are the mean over the rounds, "+
+		"CPU per op is over all their operations, ratio = ratio of the means (each round's own in brackets)", rep.Rounds)
 }
 
 func markdown(rep report) string {
@@ -339,6 +483,9 @@ func markdown(rep report) string {
 		b.WriteString("| " + strings.Join(cells(r), " | ") + " |\n")
 	}
 	if l := idleLine(rep); l != "" {
+		b.WriteString("\n" + l + "\n")
+	}
+	if l := roundsLine(rep); l != "" {
 		b.WriteString("\n" + l + "\n")
 	}
 	b.WriteString("\nratio = RingKV ops/s / etcd ops/s. Targets from issue 5; p50 target = RingKV p50 / etcd p50. " +

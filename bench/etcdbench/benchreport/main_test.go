@@ -83,3 +83,65 @@ func TestReport(t *testing.T) {
 		t.Errorf("compare.md lacks the put row: %v\n%s", err, md)
 	}
 }
+
+// With round folders, each system's numbers are the mean over its rounds,
+// CPU per op is weighted by operations, and every round's ratio is kept.
+func TestReportRounds(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "meta.txt"), "rounds=2\n")
+	bench := func(ops, opsPerSec, p50, p99 float64) string {
+		b, _ := json.Marshal(map[string]any{"clients": 64, "ops": ops, "ops_per_sec": opsPerSec, "p50_ms": p50, "p99_ms": p99, "duration_s": 10})
+		return string(b)
+	}
+	r1, r2 := filepath.Join(dir, "round-1"), filepath.Join(dir, "round-2")
+	// Round 1: the machine is fast for etcd; round 2 for RingKV.
+	write(t, filepath.Join(r1, "etcd", "put.json"), bench(1500, 150, 10, 40))
+	write(t, filepath.Join(r1, "ringkv", "put.json"), bench(2000, 200, 6, 30))
+	write(t, filepath.Join(r2, "etcd", "put.json"), bench(1000, 100, 12, 50))
+	write(t, filepath.Join(r2, "ringkv", "put.json"), bench(4000, 400, 4, 20))
+	write(t, filepath.Join(r1, "ringkv", "put.cpu"), "100 100\n") // 1 s over 2000 ops: 500 us
+	write(t, filepath.Join(r2, "ringkv", "put.cpu"), "100 100\n") // 1 s over 4000 ops: 250 us
+	write(t, filepath.Join(r1, "ringkv", "idle.cpu"), "20 100 10\n")
+	write(t, filepath.Join(r2, "ringkv", "idle.cpu"), "40 100 10\n")
+	// get-strong ran in round 1 only: the mean is that round's.
+	write(t, filepath.Join(r1, "etcd", "get-strong.json"), bench(1000, 100, 10, 40))
+	write(t, filepath.Join(r1, "ringkv", "get-strong.json"), bench(1500, 150, 5, 30))
+
+	var out strings.Builder
+	if err := run(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Rounds int                `json:"rounds"`
+		Rows   []row              `json:"rows"`
+		Idle   map[string]float64 `json:"idle_cpu_pct_of_core"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "compare.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]row{}
+	for _, r := range got.Rows {
+		rows[r.Workload] = r
+	}
+	put := rows["put"]
+	if got.Rounds != 2 || put.Ratio == nil || *put.Ratio != 2.4 || put.Met != "yes" ||
+		len(put.RoundRatios) != 2 || put.RoundRatios[0] != 200.0/150 || put.RoundRatios[1] != 4 {
+		t.Fatalf("rounds %d, put row %+v (ratio %v); want 2 rounds, ratio 300/125 = 2.4 met, round ratios 1.33 and 4", got.Rounds, put, put.Ratio)
+	}
+	if k := put.RingKV; k.Result.P99Ms != 25 || k.Result.Ops != 6000 || k.CPUMicrosPerOp == nil || *k.CPUMicrosPerOp != 2e6/6000 {
+		t.Errorf("RingKV put side %+v, cpu/op %v; want p99 25, 6000 ops, 333 us/op", k.Result, k.CPUMicrosPerOp)
+	}
+	if r := rows["get-strong"]; r.Ratio == nil || *r.Ratio != 1.5 || len(r.RoundRatios) != 1 || r.Met != "no" {
+		t.Errorf("get-strong %+v; want round 1's ratio 1.5, not met", r)
+	}
+	if got.Idle["ringkv"] != 3 {
+		t.Errorf("idle %v; want the mean, 3%%", got.Idle)
+	}
+	if s := out.String(); !strings.Contains(s, "2.40x (1.33x, 4.00x)") || !strings.Contains(s, "2 rounds") {
+		t.Errorf("table lacks the round ratios or the rounds line:\n%s", s)
+	}
+}
