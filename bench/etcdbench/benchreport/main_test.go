@@ -18,6 +18,37 @@ func write(t *testing.T, path, content string) {
 	}
 }
 
+// reportJSON is compare.json as a test reads it.
+type reportJSON struct {
+	Meta   map[string]string  `json:"meta"`
+	Rounds int                `json:"rounds"`
+	Rows   []row              `json:"rows"`
+	Idle   map[string]float64 `json:"idle_cpu_pct_of_core"`
+}
+
+// runReport runs benchreport on dir and returns compare.json, its rows by
+// workload and the printed table.
+func runReport(t *testing.T, dir string) (reportJSON, map[string]row, *strings.Builder) {
+	t.Helper()
+	var out strings.Builder
+	if err := run(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	var got reportJSON
+	b, err := os.ReadFile(filepath.Join(dir, "compare.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]row{}
+	for _, r := range got.Rows {
+		rows[r.Workload] = r
+	}
+	return got, rows, &out
+}
+
 func TestReport(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "meta.txt"), "duration=10s\nclients=64\n")
@@ -34,26 +65,7 @@ func TestReport(t *testing.T) {
 	write(t, filepath.Join(dir, "ringkv", "idle.cpu"), "30 100 10\n") // 0.3 s in 10 s
 	write(t, filepath.Join(dir, "load", "etcd-put.txt"), " 06:25:56 up 22 min,  0 user,  load average: 3.06, 6.81, 5.39\n")
 
-	var out strings.Builder
-	if err := run(dir, &out); err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Meta map[string]string  `json:"meta"`
-		Rows []row              `json:"rows"`
-		Idle map[string]float64 `json:"idle_cpu_pct_of_core"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "compare.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]row{}
-	for _, r := range got.Rows {
-		rows[r.Workload] = r
-	}
+	got, rows, out := runReport(t, dir)
 	tests := []struct {
 		workload, met string
 		ratio         float64 // 0: none
@@ -107,26 +119,7 @@ func TestReportRounds(t *testing.T) {
 	write(t, filepath.Join(r1, "etcd", "get-strong.json"), bench(1000, 100, 10, 40))
 	write(t, filepath.Join(r1, "ringkv", "get-strong.json"), bench(1500, 150, 5, 30))
 
-	var out strings.Builder
-	if err := run(dir, &out); err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Rounds int                `json:"rounds"`
-		Rows   []row              `json:"rows"`
-		Idle   map[string]float64 `json:"idle_cpu_pct_of_core"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "compare.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]row{}
-	for _, r := range got.Rows {
-		rows[r.Workload] = r
-	}
+	got, rows, out := runReport(t, dir)
 	put := rows["put"]
 	if got.Rounds != 2 || put.Ratio == nil || *put.Ratio != 2.4 || put.Met != "yes" ||
 		len(put.RoundRatios) != 2 || put.RoundRatios[0] != 200.0/150 || put.RoundRatios[1] != 4 {
