@@ -167,7 +167,6 @@ run_system() {
   mkdir -p "$rdir/logs"
   case $1 in
     etcd)
-      ensure_etcd
       log "starting etcd (3 members, client ports 7441-7443)"
       start_etcd "$tmp"
       measure_idle etcd
@@ -188,7 +187,7 @@ run_system() {
 
 etcd_version=()
 if [[ " $SYSTEMS " == *" etcd "* ]]; then
-  ensure_etcd
+  ensure_etcd # once, before the first round (run_system relies on it)
   etcd_version=("etcd=$(etcd --version | sed -n 1p)")
 fi
 read -r -a order <<<"$SYSTEMS"

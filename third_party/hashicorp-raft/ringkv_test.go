@@ -302,8 +302,8 @@ func TestRingKVQueuedApplyAnsweredAtShutdown(t *testing.T) {
 	}
 }
 
-// heartbeatTo calls r's heartbeat fast path as a transport's goroutine does,
-// and returns its answer.
+// heartbeatTo calls r's heartbeat fast path from outside the main loop, as a
+// transport's goroutine does, and returns its answer.
 func heartbeatTo(t *testing.T, r *Raft, from *Raft, term uint64) (*AppendEntriesResponse, error) {
 	t.Helper()
 	respCh := make(chan RPCResponse, 1)
@@ -312,12 +312,7 @@ func heartbeatTo(t *testing.T, r *Raft, from *Raft, term uint64) (*AppendEntries
 		Term:      term,
 		Leader:    from.trans.EncodePeer(from.localID, from.localAddr),
 	}
-	done := make(chan struct{})
-	go func() { // never the main loop's goroutine
-		defer close(done)
-		r.processHeartbeat(RPC{Command: req, RespChan: respCh})
-	}()
-	<-done
+	r.processHeartbeat(RPC{Command: req, RespChan: respCh}) // the test's goroutine, not the main loop's
 	select {
 	case res := <-respCh:
 		if res.Error != nil {
