@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/ringkv/ringkv/node"
 )
 
 func main() {
+	applyGCDefault(os.Getenv)
 	cfg, err := node.ParseFlags(os.Args[1:], os.Stderr, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -33,4 +35,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kvd:", err)
 		os.Exit(1)
 	}
+}
+
+// applyGCDefault sets the garbage collector's target to node.DefaultGOGC
+// unless the GOGC environment variable is set (then Go has already applied
+// it). It reports whether it changed the target.
+func applyGCDefault(getenv func(string) string) bool {
+	if getenv("GOGC") != "" {
+		return false
+	}
+	debug.SetGCPercent(node.DefaultGOGC)
+	return true
 }
