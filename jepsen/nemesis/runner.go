@@ -71,7 +71,8 @@ func NewRunner(c Cluster, leaderOf LeaderFunc, now func() int64, log *slog.Logge
 // SetMembership installs the membership hook.
 func (r *Runner) SetMembership(h MembershipHook) { r.membership = h }
 
-// Current describes the fault in force ("none" between windows).
+// Current describes the fault in force ("none" between windows; "KIND:
+// applying" or "KIND: healing" while a fault is being applied or healed).
 func (r *Runner) Current() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -98,6 +99,9 @@ func (r *Runner) Run(ctx context.Context, plan []Fault) []history.Window {
 			break
 		}
 		w := history.Window{Nemesis: string(f.Kind), Start: r.now()}
+		// A membership fault can take many seconds to apply: say so
+		// meanwhile rather than "none".
+		r.setCurrent(fmt.Sprintf("%s: applying", f.Kind))
 		detail, err := r.apply(ctx, f)
 		w.Detail = detail
 		if err != nil {
@@ -111,6 +115,7 @@ func (r *Runner) Run(ctx context.Context, plan []Fault) []history.Window {
 			f.For += over
 		}
 		interrupted := !r.waitUntil(ctx, f.At+f.For)
+		r.setCurrent(fmt.Sprintf("%s: healing", f.Kind))
 		hctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		herr := r.heal(hctx, f)
 		cancel()

@@ -192,6 +192,51 @@ func TestMembershipOverrunShiftsTheRestOfThePlan(t *testing.T) {
 	}
 }
 
+// gateHook is a membership hook whose Apply and Heal wait for the test.
+type gateHook struct {
+	applying, healing chan struct{} // closed by the hook on entry
+	apply, heal       chan struct{} // closed by the test to let it return
+}
+
+func (h *gateHook) Apply(context.Context, Fault) (string, error) {
+	close(h.applying)
+	<-h.apply
+	return "removed n5", nil
+}
+
+func (h *gateHook) Heal(context.Context) error {
+	close(h.healing)
+	<-h.heal
+	return nil
+}
+
+func TestCurrentNamesAFaultWhileItIsAppliedAndHealed(t *testing.T) {
+	fc := &fakeCluster{n: 5}
+	start := time.Now()
+	r := NewRunner(fc, nil, func() int64 { return int64(time.Since(start)) }, nil)
+	h := &gateHook{applying: make(chan struct{}), healing: make(chan struct{}), apply: make(chan struct{}), heal: make(chan struct{})}
+	r.SetMembership(h)
+	done := make(chan struct{})
+	go func() {
+		r.Run(context.Background(), []Fault{{Kind: MemberRemove, At: 0, For: time.Millisecond}})
+		close(done)
+	}()
+	<-h.applying
+	if got, want := r.Current(), "member-remove: applying"; got != want {
+		t.Errorf("Current() while the fault is applied = %q, want %q", got, want)
+	}
+	close(h.apply)
+	<-h.healing
+	if got, want := r.Current(), "member-remove: healing"; got != want {
+		t.Errorf("Current() while the fault is healed = %q, want %q", got, want)
+	}
+	close(h.heal)
+	<-done
+	if got := r.Current(); got != "none" {
+		t.Errorf("Current() after the plan = %q, want none", got)
+	}
+}
+
 func TestShapesUseOnlyActiveNodes(t *testing.T) {
 	// Node 2 was retired and nodes 5, 6 are spares (6 not started).
 	fc := &fakeCluster{n: 7, active: []int{0, 1, 3, 4, 5}}
