@@ -12,8 +12,8 @@ import (
 // the GOGC environment variable is unset. At Go's 100, a loaded node with its
 // ~40 MB live heap collected about once a second, and requests caught in a
 // mark phase made up the slowest percent: 400 cut put and strong-get p99 by
-// 13-20% in side-by-side runs, for about 2.5x the heap (docs/PERFORMANCE.md,
-// "Garbage collection"). It is set by kvd's main, not by New, because it is
+// 12-20% in side-by-side runs, for about twice the memory (112 → 237 MB per
+// node under 64 writers; docs/PERFORMANCE.md, "Garbage collection"). It is set by kvd's main, not by New, because it is
 // process-wide and a program embedding nodes owns its own runtime.
 const DefaultGOGC = 400
 

@@ -293,7 +293,13 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("ParseFlags(%q) accepted", args)
 		}
 	}
-	if _, err := ParseFlags([]string{"--help"}, io.Discard, io.Discard); !errors.Is(err, flag.ErrHelp) {
+	var usage strings.Builder
+	if _, err := ParseFlags([]string{"--help"}, io.Discard, &usage); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
+	}
+	for _, want := range []string{"--wal-busy-sync-delay", "GOGC", fmt.Sprintf("kvd uses %d", DefaultGOGC), "GOMEMLIMIT"} {
+		if !strings.Contains(usage.String(), want) {
+			t.Errorf("--help does not mention %q:\n%s", want, usage.String())
+		}
 	}
 }
