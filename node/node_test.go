@@ -297,7 +297,7 @@ func TestParseFlags(t *testing.T) {
 	if _, err := ParseFlags([]string{"--help"}, io.Discard, &usage); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, want := range []string{"--wal-busy-sync-delay", "GOGC", fmt.Sprintf("kvd uses %d", DefaultGOGC), "GOMEMLIMIT"} {
+	for _, want := range []string{"-wal-busy-sync-delay", "GOGC", fmt.Sprintf("kvd uses %d", DefaultGOGC), "GOMEMLIMIT"} {
 		if !strings.Contains(usage.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, usage.String())
 		}
