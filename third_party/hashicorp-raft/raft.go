@@ -1372,7 +1372,12 @@ func (r *Raft) processLogs(index uint64, futures map[uint64]*logFuture) {
 	// need to use the same value for all lines here to get the expected result.
 	maxAppendEntries := r.config().MaxAppendEntries
 
-	batch := make([]*commitTuple, 0, maxAppendEntries)
+	// RingKV: size the batch for what is to apply, not for MaxAppendEntries
+	// (fifth part of the patch, RINGKV.md): one commit usually applies one
+	// or a few entries, and a MaxAppendEntries-sized slice per call was a
+	// quarter of all bytes a loaded node allocated.
+	batchCap := func(from uint64) int { return int(min(uint64(maxAppendEntries), index-from+1)) }
+	batch := make([]*commitTuple, 0, batchCap(lastApplied+1))
 
 	// Apply all the preceding logs
 	for idx := lastApplied + 1; idx <= index; idx++ {
@@ -1399,7 +1404,7 @@ func (r *Raft) processLogs(index uint64, futures map[uint64]*logFuture) {
 			// If we have filled up a batch, send it to the FSM
 			if len(batch) >= maxAppendEntries {
 				applyBatch(batch)
-				batch = make([]*commitTuple, 0, maxAppendEntries)
+				batch = make([]*commitTuple, 0, batchCap(idx+1))
 			}
 
 		case futureOk:

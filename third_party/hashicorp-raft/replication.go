@@ -634,8 +634,14 @@ func (r *Raft) setNewLogs(req *AppendEntriesRequest, nextIndex, lastIndex uint64
 	// consistent value for maxAppendEntries in the lines below in case it ever
 	// becomes reloadable.
 	maxAppendEntries := r.config().MaxAppendEntries
-	req.Entries = make([]*Log, 0, maxAppendEntries)
 	maxIndex := min(nextIndex+uint64(maxAppendEntries)-1, lastIndex)
+	// RingKV: sized for the entries sent, not for MaxAppendEntries (fifth
+	// part of the patch, RINGKV.md).
+	var n uint64
+	if maxIndex >= nextIndex {
+		n = maxIndex - nextIndex + 1
+	}
+	req.Entries = make([]*Log, 0, n)
 	for i := nextIndex; i <= maxIndex; i++ {
 		oldLog := new(Log)
 		if err := r.logs.GetLog(i, oldLog); err != nil {
