@@ -18,6 +18,12 @@ func write(t *testing.T, path, content string) {
 	}
 }
 
+// benchJSON is one bench run's -o json output, 64 clients for 10 s.
+func benchJSON(ops, opsPerSec, p50, p99 float64) string {
+	b, _ := json.Marshal(map[string]any{"clients": 64, "ops": ops, "ops_per_sec": opsPerSec, "p50_ms": p50, "p99_ms": p99, "duration_s": 10})
+	return string(b)
+}
+
 // reportJSON is compare.json as a test reads it.
 type reportJSON struct {
 	Meta   map[string]string  `json:"meta"`
@@ -52,15 +58,11 @@ func runReport(t *testing.T, dir string) (reportJSON, map[string]row, *strings.B
 func TestReport(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "meta.txt"), "duration=10s\nclients=64\n")
-	bench := func(ops, opsPerSec, p50, p99 float64) string {
-		b, _ := json.Marshal(map[string]any{"clients": 64, "ops": ops, "ops_per_sec": opsPerSec, "p50_ms": p50, "p99_ms": p99})
-		return string(b)
-	}
-	write(t, filepath.Join(dir, "etcd", "put.json"), bench(1000, 100, 10, 40))
-	write(t, filepath.Join(dir, "ringkv", "put.json"), bench(2500, 250, 4, 30))
-	write(t, filepath.Join(dir, "etcd", "get-strong.json"), bench(1000, 100, 10, 40))
-	write(t, filepath.Join(dir, "ringkv", "get-strong.json"), bench(3000, 300, 4, 50)) // p99 worse
-	write(t, filepath.Join(dir, "etcd", "put-1.json"), bench(100, 10, 1, 2))
+	write(t, filepath.Join(dir, "etcd", "put.json"), benchJSON(1000, 100, 10, 40))
+	write(t, filepath.Join(dir, "ringkv", "put.json"), benchJSON(2500, 250, 4, 30))
+	write(t, filepath.Join(dir, "etcd", "get-strong.json"), benchJSON(1000, 100, 10, 40))
+	write(t, filepath.Join(dir, "ringkv", "get-strong.json"), benchJSON(3000, 300, 4, 50)) // p99 worse
+	write(t, filepath.Join(dir, "etcd", "put-1.json"), benchJSON(100, 10, 1, 2))
 	write(t, filepath.Join(dir, "ringkv", "put.cpu"), "250 100\n")
 	write(t, filepath.Join(dir, "ringkv", "idle.cpu"), "30 100 10\n") // 0.3 s in 10 s
 	write(t, filepath.Join(dir, "load", "etcd-put.txt"), " 06:25:56 up 22 min,  0 user,  load average: 3.06, 6.81, 5.39\n")
@@ -101,23 +103,19 @@ func TestReport(t *testing.T) {
 func TestReportRounds(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "meta.txt"), "rounds=2\n")
-	bench := func(ops, opsPerSec, p50, p99 float64) string {
-		b, _ := json.Marshal(map[string]any{"clients": 64, "ops": ops, "ops_per_sec": opsPerSec, "p50_ms": p50, "p99_ms": p99, "duration_s": 10})
-		return string(b)
-	}
 	r1, r2 := filepath.Join(dir, "round-1"), filepath.Join(dir, "round-2")
 	// Round 1: the machine is fast for etcd; round 2 for RingKV.
-	write(t, filepath.Join(r1, "etcd", "put.json"), bench(1500, 150, 10, 40))
-	write(t, filepath.Join(r1, "ringkv", "put.json"), bench(2000, 200, 6, 30))
-	write(t, filepath.Join(r2, "etcd", "put.json"), bench(1000, 100, 12, 50))
-	write(t, filepath.Join(r2, "ringkv", "put.json"), bench(4000, 400, 4, 20))
+	write(t, filepath.Join(r1, "etcd", "put.json"), benchJSON(1500, 150, 10, 40))
+	write(t, filepath.Join(r1, "ringkv", "put.json"), benchJSON(2000, 200, 6, 30))
+	write(t, filepath.Join(r2, "etcd", "put.json"), benchJSON(1000, 100, 12, 50))
+	write(t, filepath.Join(r2, "ringkv", "put.json"), benchJSON(4000, 400, 4, 20))
 	write(t, filepath.Join(r1, "ringkv", "put.cpu"), "100 100\n") // 1 s over 2000 ops: 500 us
 	write(t, filepath.Join(r2, "ringkv", "put.cpu"), "100 100\n") // 1 s over 4000 ops: 250 us
 	write(t, filepath.Join(r1, "ringkv", "idle.cpu"), "20 100 10\n")
 	write(t, filepath.Join(r2, "ringkv", "idle.cpu"), "40 100 10\n")
 	// get-strong ran in round 1 only: the mean is that round's.
-	write(t, filepath.Join(r1, "etcd", "get-strong.json"), bench(1000, 100, 10, 40))
-	write(t, filepath.Join(r1, "ringkv", "get-strong.json"), bench(1500, 150, 5, 30))
+	write(t, filepath.Join(r1, "etcd", "get-strong.json"), benchJSON(1000, 100, 10, 40))
+	write(t, filepath.Join(r1, "ringkv", "get-strong.json"), benchJSON(1500, 150, 5, 30))
 
 	got, rows, out := runReport(t, dir)
 	put := rows["put"]
