@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -483,6 +484,7 @@ func (h *Heartbeats) respond(sc *serveConn) {
 			return
 		case <-sc.wake:
 		}
+		runtime.Gosched() // as in hbPeer.write: answers ready together share a frame
 		for {
 			sc.mu.Lock()
 			n := min(len(sc.queue), maxBatchItems)
@@ -629,6 +631,12 @@ func (p *hbPeer) write() {
 			p.shutdown(fmt.Errorf("%w: heartbeats", ErrClosed))
 			return
 		}
+		// Let the goroutines that are ready to run go first: under load
+		// they are mostly other partitions' replicators about to queue
+		// their appends, which then share this frame (1.1 requests per
+		// frame under 64-client puts without it, 2.7 with it). On an idle
+		// node nothing else is ready and this returns at once.
+		runtime.Gosched()
 		p.mu.Lock()
 		n, size := 0, 0
 		for n < len(p.queue) && n < maxBatchItems && size < frameTarget {

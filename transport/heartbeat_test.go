@@ -2269,3 +2269,43 @@ func TestHeartbeatsQuietLinger(t *testing.T) {
 		t.Fatalf("the quiet heartbeat waited %v although a heartbeat due sooner was queued after it", r.took)
 	}
 }
+
+// Requests that do not linger (appends with entries, or Linger 0 as here)
+// still share a frame with those queued by goroutines that were ready to
+// run when the writer woke: the writer yields to them first. Without that,
+// under load each append went in a frame of its own. One processor makes
+// the order of the goroutines deterministic enough to see it.
+func TestHeartbeatsReadySendersShareAFrame(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	const n = 32
+	var pids []uint32
+	for pid := range uint32(n) {
+		pids = append(pids, pid+1)
+	}
+	serveFollower(t, b.hb, nil, pids...)
+	mustSend(t, a.hb, pids[0], b.addr, 1) // dial first: a new connection's goroutines would run in between
+	waitFor(t, "Sent to count the first heartbeat", func() bool { return a.hb.Stats().Sent == 1 })
+	before := a.hb.Stats()
+
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var res []<-chan sendResult
+	for _, pid := range pids {
+		res = append(res, sendAsync(a.hb, pid, b.addr, leaderHeartbeat(pid, 2), nil))
+	}
+	for i, ch := range res {
+		if r := waitSend(t, ch, waitLimit); r.err != nil {
+			t.Fatalf("Send(partition %d): %v", pids[i], r.err)
+		}
+	}
+	waitFor(t, "Sent to count the heartbeats", func() bool { return a.hb.Stats().Sent >= before.Sent+n })
+	after := a.hb.Stats()
+	sent, frames := after.Sent-before.Sent, after.Frames-before.Frames
+	if sent != n {
+		t.Fatalf("sent %d heartbeats, want %d", sent, n)
+	}
+	if frames > n/4 {
+		t.Fatalf("%d heartbeats ready together went in %d frames, want at most %d", n, frames, n/4)
+	}
+}

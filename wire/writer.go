@@ -2,6 +2,7 @@ package wire
 
 import (
 	"net"
+	"runtime"
 	"sync"
 )
 
@@ -10,9 +11,10 @@ import (
 const keepBuffer = 256 << 10
 
 // batchWriter gathers the frames that callers queue while a write is in
-// progress and sends them in one write: under load many answers (or
-// requests) share a syscall, and an idle connection still sends each frame at
-// once. One goroutine (run) does the writing.
+// progress, or while the writer yields to goroutines ready to run, and sends
+// them in one write: under load many answers (or requests) share a syscall,
+// and an idle connection still sends each frame at once. One goroutine (run)
+// does the writing.
 type batchWriter struct {
 	conn  net.Conn
 	limit int // queue blocks while this many bytes wait; 0: never
@@ -68,6 +70,12 @@ func (w *batchWriter) run(onFail func(error)) {
 	defer close(w.exited)
 	var out []byte
 	for range w.wake {
+		// Let the goroutines that are ready to run go first: on a busy
+		// node they are mostly handlers about to queue their answers,
+		// which then share this write. Woken at once instead, the writer
+		// took about one frame per write under 64 clients. On an idle
+		// node nothing else is ready and this returns at once.
+		runtime.Gosched()
 		for {
 			w.mu.Lock()
 			out, w.queued = w.queued, out[:0]
