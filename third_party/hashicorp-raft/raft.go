@@ -1306,10 +1306,13 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 			r.setLastLog(prevIndex, prevTerm)
 			respErr = ErrLeadershipLost
 		}
+		// RingKV: step down before answering, so that a caller told
+		// ErrLeadershipLost no longer sees this server as the leader
+		// (upstream answers first).
+		r.setState(Follower)
 		for _, applyLog := range applyLogs {
 			applyLog.respond(respErr)
 		}
-		r.setState(Follower)
 		return
 	}
 	r.leaderState.commitment.match(r.localID, lastIndex)
