@@ -1,17 +1,18 @@
 package node
 
 import (
+	"maps"
 	"math/rand/v2"
-	"sort"
 	"time"
 
 	"github.com/ringkv/ringkv/membership"
+	"github.com/ringkv/ringkv/replica"
 )
 
 // balanceLeaders keeps leadership spread: writes and strong reads cost the
 // leader, so no node should lead more than ceil(P/N) partitions. Each node
-// looks only at its own excess and hands one partition at a time to the
-// voter that leads the fewest, so nodes never fight over the same partition.
+// looks only at its own excess and hands partitions, a few per pass, each to
+// its voter that leads the fewest, so nodes never fight over a partition.
 func (n *Node) balanceLeaders() {
 	defer n.ctrl.Done()
 	if n.cfg.LeaderBalanceInterval <= 0 {
@@ -66,7 +67,21 @@ func (n *Node) mayLead(name string) bool {
 	return false
 }
 
-// balanceOnce moves at most one leadership away from this node.
+// maxLeaderMovesPerPass bounds the leaderships one balancing pass hands
+// away. One per pass took a minute after every cold start (the bootstrapping
+// node wins most first elections: 35 of 64, shed one per 2.5-7.5 s); a
+// bound still keeps a pass from moving a whole node's leaders at once.
+const maxLeaderMovesPerPass = 8
+
+// leaderMove is one leadership handed away by a balancing pass.
+type leaderMove struct {
+	partition uint32
+	replica   *replica.Replica
+	to, addr  string
+}
+
+// balanceOnce hands leaderships away from this node while it leads more
+// than its share, at most maxLeaderMovesPerPass of them.
 func (n *Node) balanceOnce() {
 	counts := n.leaderCounts()
 	// Draining and removed nodes should lead nothing; the others share evenly.
@@ -86,35 +101,72 @@ func (n *Node) balanceOnce() {
 	if counts[n.cfg.Name] <= limit {
 		return
 	}
-	type cand struct {
-		name, addr string
-		count      int
-	}
+	var leading []leaderChoice
 	for _, r := range n.localReplicas() {
 		if !r.IsLeader() {
 			continue
 		}
-		var cands []cand
+		c := leaderChoice{partition: r.Partition(), replica: r}
 		for _, s := range r.State().Servers {
 			if !s.Voter || s.ID == n.cfg.Name {
 				continue
 			}
 			m, ok := n.member(s.ID)
-			if !ok || m.Status != membership.StatusAlive || !n.mayLead(s.ID) || (limit > 0 && counts[s.ID] >= limit) {
+			if !ok || m.Status != membership.StatusAlive || !n.mayLead(s.ID) {
 				continue
 			}
-			cands = append(cands, cand{s.ID, s.Addr, counts[s.ID]})
+			c.voters = append(c.voters, voterAddr{s.ID, s.Addr})
 		}
-		if len(cands) == 0 {
+		leading = append(leading, c)
+	}
+	for _, mv := range planLeaderMoves(n.cfg.Name, counts, limit, leading, maxLeaderMovesPerPass) {
+		n.log.Debug("transferring leadership to even out leaders", "partition", mv.partition, "to", mv.to,
+			"leading", counts[n.cfg.Name], "limit", limit)
+		if err := mv.replica.TransferLeadership(mv.to, mv.addr); err != nil {
+			n.log.Debug("leadership transfer failed", "partition", mv.partition, "to", mv.to, "error", err)
+			return // the next pass looks again, with fresh counts
+		}
+	}
+}
+
+// leaderChoice is a partition this node leads and the voters that could
+// take it (alive and allowed to lead).
+type leaderChoice struct {
+	partition uint32
+	replica   *replica.Replica
+	voters    []voterAddr
+}
+
+type voterAddr struct{ id, addr string }
+
+// planLeaderMoves picks which leaderships self hands to whom: while self
+// leads more than limit, the next partition goes to its voter that leads
+// the fewest, among those below limit (any voter when limit is 0: self is
+// draining). Counts are updated as it goes, so one pass never pushes a
+// taker past the limit by its own moves. At most max moves.
+func planLeaderMoves(self string, counts map[string]int, limit int, leading []leaderChoice, max int) []leaderMove {
+	counts = maps.Clone(counts)
+	var moves []leaderMove
+	for _, c := range leading {
+		if len(moves) == max || counts[self] <= limit {
+			break
+		}
+		best := -1
+		for i, v := range c.voters {
+			if limit > 0 && counts[v.id] >= limit {
+				continue
+			}
+			if best < 0 || counts[v.id] < counts[c.voters[best].id] {
+				best = i
+			}
+		}
+		if best < 0 {
 			continue
 		}
-		sort.Slice(cands, func(i, j int) bool { return cands[i].count < cands[j].count })
-		to := cands[0]
-		n.log.Debug("transferring leadership to even out leaders", "partition", r.Partition(), "to", to.name,
-			"leading", counts[n.cfg.Name], "limit", limit)
-		if err := r.TransferLeadership(to.name, to.addr); err != nil {
-			n.log.Debug("leadership transfer failed", "partition", r.Partition(), "to", to.name, "error", err)
-		}
-		return
+		to := c.voters[best]
+		moves = append(moves, leaderMove{partition: c.partition, replica: c.replica, to: to.id, addr: to.addr})
+		counts[self]--
+		counts[to.id]++
 	}
+	return moves
 }
