@@ -68,9 +68,9 @@ func (n *Node) mayLead(name string) bool {
 }
 
 // maxLeaderMovesPerPass bounds the leaderships one balancing pass hands
-// away. One per pass took a minute after every cold start (the bootstrapping
-// node wins most first elections: 35 of 64, shed one per 2.5-7.5 s); a
-// bound still keeps a pass from moving a whole node's leaders at once.
+// away. One per pass took 30-60 s after a cold start, where one node often
+// wins 25-35 of 64 first elections and shed one every 2.5-7.5 s; a bound
+// still keeps a pass from moving a whole node's leaders at once.
 const maxLeaderMovesPerPass = 8
 
 // leaderMove is one leadership handed away by a balancing pass.
