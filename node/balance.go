@@ -69,7 +69,7 @@ func (n *Node) mayLead(name string) bool {
 
 // maxLeaderMovesPerPass bounds the leaderships one balancing pass hands
 // away. One per pass took 30-60 s after a cold start, where one node often
-// wins 25-35 of 64 first elections and shed one every 2.5-7.5 s; a bound
+// wins 24-35 of 64 first elections and shed one every 2.5-7.5 s; a bound
 // still keeps a pass from moving a whole node's leaders at once.
 const maxLeaderMovesPerPass = 8
 
