@@ -75,9 +75,8 @@ const maxLeaderMovesPerPass = 8
 
 // leaderMove is one leadership handed away by a balancing pass.
 type leaderMove struct {
-	partition uint32
-	replica   *replica.Replica
-	to, addr  string
+	from *leaderChoice
+	to   voterAddr
 }
 
 // balanceOnce hands leaderships away from this node while it leads more
@@ -106,7 +105,7 @@ func (n *Node) balanceOnce() {
 		if !r.IsLeader() {
 			continue
 		}
-		c := leaderChoice{partition: r.Partition(), replica: r}
+		c := leaderChoice{replica: r}
 		for _, s := range r.State().Servers {
 			if !s.Voter || s.ID == n.cfg.Name {
 				continue
@@ -119,11 +118,15 @@ func (n *Node) balanceOnce() {
 		}
 		leading = append(leading, c)
 	}
-	for _, mv := range planLeaderMoves(n.cfg.Name, counts, limit, leading, maxLeaderMovesPerPass) {
-		n.log.Debug("transferring leadership to even out leaders", "partition", mv.partition, "to", mv.to,
-			"leading", counts[n.cfg.Name], "limit", limit)
-		if err := mv.replica.TransferLeadership(mv.to, mv.addr); err != nil {
-			n.log.Debug("leadership transfer failed", "partition", mv.partition, "to", mv.to, "error", err)
+	moves := planLeaderMoves(n.cfg.Name, counts, limit, leading, maxLeaderMovesPerPass)
+	if len(moves) > 0 {
+		n.log.Debug("evening out leaders", "leading", counts[n.cfg.Name], "limit", limit, "moves", len(moves))
+	}
+	for _, mv := range moves {
+		p := mv.from.replica.Partition()
+		n.log.Debug("transferring leadership", "partition", p, "to", mv.to.id)
+		if err := mv.from.replica.TransferLeadership(mv.to.id, mv.to.addr); err != nil {
+			n.log.Debug("leadership transfer failed", "partition", p, "to", mv.to.id, "error", err)
 			return // the next pass looks again, with fresh counts
 		}
 	}
@@ -132,9 +135,8 @@ func (n *Node) balanceOnce() {
 // leaderChoice is a partition this node leads and the voters that could
 // take it (alive and allowed to lead).
 type leaderChoice struct {
-	partition uint32
-	replica   *replica.Replica
-	voters    []voterAddr
+	replica *replica.Replica
+	voters  []voterAddr
 }
 
 type voterAddr struct{ id, addr string }
@@ -147,7 +149,8 @@ type voterAddr struct{ id, addr string }
 func planLeaderMoves(self string, counts map[string]int, limit int, leading []leaderChoice, max int) []leaderMove {
 	counts = maps.Clone(counts)
 	var moves []leaderMove
-	for _, c := range leading {
+	for i := range leading {
+		c := &leading[i]
 		if len(moves) == max || counts[self] <= limit {
 			break
 		}
@@ -164,7 +167,7 @@ func planLeaderMoves(self string, counts map[string]int, limit int, leading []le
 			continue
 		}
 		to := c.voters[best]
-		moves = append(moves, leaderMove{partition: c.partition, replica: c.replica, to: to.id, addr: to.addr})
+		moves = append(moves, leaderMove{from: c, to: to})
 		counts[self]--
 		counts[to.id]++
 	}

@@ -6,28 +6,32 @@ import (
 	"testing"
 )
 
-// choices returns n partitions led by self, numbered from 0, each with the
-// same voters.
+// choices returns n partitions led by self, each with the same voters. The
+// planner never looks at the replica, so it is nil.
 func choices(n int, voters ...string) []leaderChoice {
-	var out []leaderChoice
-	for pid := range uint32(n) {
-		c := leaderChoice{partition: pid}
+	out := make([]leaderChoice, n)
+	for i := range out {
 		for _, v := range voters {
-			c.voters = append(c.voters, voterAddr{v, v + ":7200"})
+			out[i].voters = append(out[i].voters, voterAddr{v, v + ":7200"})
 		}
-		out = append(out, c)
 	}
 	return out
 }
 
-// moved summarizes moves as "partition->node".
-func moved(moves []leaderMove) []string {
+// moved summarizes moves as "i->node", i being the move's position in leading.
+func moved(leading []leaderChoice, moves []leaderMove) []string {
 	var out []string
 	for _, m := range moves {
-		if m.addr != m.to+":7200" {
-			panic(fmt.Sprintf("move of partition %d to %s carries address %q", m.partition, m.to, m.addr))
+		i := -1
+		for j := range leading {
+			if &leading[j] == m.from {
+				i = j
+			}
 		}
-		out = append(out, fmt.Sprintf("%d->%s", m.partition, m.to))
+		if m.to.addr != m.to.id+":7200" {
+			panic(fmt.Sprintf("move %d to %s carries address %q", i, m.to.id, m.to.addr))
+		}
+		out = append(out, fmt.Sprintf("%d->%s", i, m.to.id))
 	}
 	return out
 }
@@ -72,9 +76,9 @@ func TestPlanLeaderMoves(t *testing.T) {
 			counts: map[string]int{"a": 24, "b": 22, "c": 20},
 			limit:  22,
 			leading: append(append(choices(1, "b"), choices(1)...),
-				leaderChoice{partition: 7, voters: []voterAddr{{"b", "b:7200"}, {"c", "c:7200"}}}),
+				leaderChoice{voters: []voterAddr{{"b", "b:7200"}, {"c", "c:7200"}}}),
 			max:  8,
-			want: []string{"7->c"},
+			want: []string{"2->c"},
 		},
 		{
 			name:    "at or under the limit: nothing",
@@ -98,7 +102,7 @@ func TestPlanLeaderMoves(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := fmt.Sprint(tc.counts)
-			got := moved(planLeaderMoves("a", tc.counts, tc.limit, tc.leading, tc.max))
+			got := moved(tc.leading, planLeaderMoves("a", tc.counts, tc.limit, tc.leading, tc.max))
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("moves %v, want %v", got, tc.want)
 			}
