@@ -176,7 +176,7 @@ func (h *Heartbeats) Stats() HeartbeatStats {
 // Handle routes partition's incoming requests: heartbeats to heartbeat,
 // which must answer on the RPC's RespChan before it returns (raft.Raft's
 // heartbeat handler does), and other appends to consume, whose reader
-// answers on RespChan later (raft's main loop). The returned function
+// answers later with RPC.Respond (raft's main loop). The returned function
 // removes them again, unless a later Handle replaced them.
 func (h *Heartbeats) Handle(partition uint32, heartbeat func(raft.RPC), consume chan<- raft.RPC) (remove func()) {
 	e := &hbHandler{heartbeat: heartbeat, consume: consume}
@@ -319,8 +319,9 @@ func (h *Heartbeats) accept(l *Layer, flags bool) {
 }
 
 // serve reads the request frames of one inbound connection. Heartbeats are
-// answered on the spot; other requests wait for their partition's main loop
-// on goroutines of their own, so one busy partition delays no other. A
+// answered on the spot; other requests go to their partition's main loop at
+// once if it is waiting (handNow), or else wait for it on goroutines of
+// their own, so one busy partition delays no other. A
 // writer goroutine sends the answers as they come, as many per frame as
 // are ready.
 func (h *Heartbeats) serve(c net.Conn, flags bool) {
@@ -364,6 +365,7 @@ func (h *Heartbeats) serve(c net.Conn, flags bool) {
 					err: fmt.Sprintf("partition %d has no replica on this node", r.partition)})
 			case IsHeartbeat(&r.req) && e.heartbeat != nil:
 				answers = append(answers, h.heartbeat(e, r, respC))
+			case h.handNow(sc, e, r):
 			default:
 				h.wg.Add(1)
 				go h.consume(sc, e, *r)
@@ -392,8 +394,72 @@ func (h *Heartbeats) heartbeat(e *hbHandler, r *hbRequest, respC chan raft.RPCRe
 	}
 }
 
-// consume hands one append to the partition's main loop and queues its
-// answer, within the timeout.
+// handNow hands one append to the partition's main loop if the loop is
+// waiting for a request, and reports whether it did. The loop then queues
+// the answer itself, on its own goroutine (raft.RPC.Reply), so no
+// goroutine waits for it; a timer refuses the append if the loop has not
+// answered within the same bound as consume's.
+func (h *Heartbeats) handNow(sc *serveConn, e *hbHandler, r *hbRequest) bool {
+	c := &handedAppend{h: h, sc: sc, r: *r}
+	select {
+	case e.consume <- raft.RPC{Command: &c.r.req, Reply: c.reply}:
+	default:
+		return false
+	}
+	c.mu.Lock()
+	if !c.answered {
+		c.timer = time.AfterFunc(h.cfg.Timeout/2, c.expire)
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// handedAppend is an append that a main loop took through handNow: the
+// first of the loop's answer and the timer's refusal is queued.
+type handedAppend struct {
+	h  *Heartbeats
+	sc *serveConn
+	r  hbRequest
+
+	mu       sync.Mutex
+	answered bool
+	timer    *time.Timer // nil until armed, and if answered before
+}
+
+// reply is the main loop's answer.
+func (c *handedAppend) reply(res raft.RPCResponse) {
+	if !c.answer() {
+		return
+	}
+	c.sc.push(c.h.result(&c.r, res))
+}
+
+// expire refuses the append when the main loop took too long to answer.
+func (c *handedAppend) expire() {
+	if !c.answer() {
+		return
+	}
+	c.sc.push(hbResponse{call: c.r.call,
+		err: fmt.Sprintf("partition %d did not answer within %v", c.r.partition, c.h.cfg.Timeout/2)})
+}
+
+// answer reports whether the caller is the first to answer, and stops
+// the timer if one is armed.
+func (c *handedAppend) answer() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.answered {
+		return false
+	}
+	c.answered = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	return true
+}
+
+// consume hands one append to the partition's main loop when the loop is
+// busy (handNow could not) and queues its answer, within the timeout.
 func (h *Heartbeats) consume(sc *serveConn, e *hbHandler, r hbRequest) {
 	defer h.wg.Done()
 	respC := make(chan raft.RPCResponse, 1)

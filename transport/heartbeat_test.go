@@ -262,8 +262,8 @@ func mainLoop(t *testing.T, serve func(raft.RPC)) chan<- raft.RPC {
 					rpc.Respond(nil, errors.New("main loop given an RPC with a Reader"))
 					continue
 				}
-				if rpc.RespChan == nil {
-					t.Errorf("main loop given an RPC without a RespChan: %+v", rpc)
+				if (rpc.RespChan == nil) == (rpc.Reply == nil) {
+					t.Errorf("main loop given an RPC without exactly one of RespChan and Reply: %+v", rpc)
 					continue
 				}
 				serve(rpc)
@@ -860,7 +860,7 @@ func TestHeartbeatsClose(t *testing.T) {
 		pending = append(pending, sendAsync(a.hb, pid, b.addr, emptyAppend(pid, 1, 1), nil))
 	}
 	held.waitTaken(t)
-	waitFor(t, "both appends to reach B", func() bool { return countGoroutines("(*Heartbeats).consume") == 2 })
+	waitFor(t, "both appends to reach B", func() bool { return countGoroutines("(*Heartbeats).consume") == held.consumeGoroutines(1) })
 	// ...and heartbeats for B's held heartbeat handler.
 	for _, pid := range []uint32{1, 2, 3} {
 		pending = append(pending, sendAsync(a.hb, pid, b.addr, leaderHeartbeat(pid, 1), nil))
@@ -1251,7 +1251,15 @@ type holdingLoop struct {
 	open    chan struct{}
 	once    sync.Once
 	consume chan<- raft.RPC
+	// waited counts the requests a goroutine handed over (the loop was
+	// busy when they arrived), not the serve loop itself.
+	waited atomic.Int32
 }
+
+// consumeGoroutines is how many goroutines B has waiting for main loops
+// while the loop l holds what it took and `others` requests wait for
+// loops that do not read.
+func (l *holdingLoop) consumeGoroutines(others int) int { return others + int(l.waited.Load()) }
 
 // newHoldingLoop registers the loop as pid's consumer on h, with the
 // follower f's heartbeat handler. Its cleanup releases it before its main
@@ -1260,6 +1268,9 @@ func newHoldingLoop(t *testing.T, h *Heartbeats, f *follower, pid uint32) *holdi
 	l := &holdingLoop{taken: make(chan raft.AppendEntriesRequest, 100), open: make(chan struct{})}
 	l.consume = mainLoop(t, func(rpc raft.RPC) {
 		req := rpc.Command.(*raft.AppendEntriesRequest)
+		if rpc.Reply == nil {
+			l.waited.Add(1)
+		}
 		l.taken <- *req
 		<-l.open
 		rpc.Respond(consumerAnswer(pid, req), nil)
@@ -1398,7 +1409,7 @@ func TestHeartbeatsSlowConsumerDelaysNoOther(t *testing.T) {
 	}
 	second := emptyAppend(1, 3, 11)
 	secondRes := sendAsync(a.hb, 1, b.addr, second, nil)
-	waitFor(t, "B to read the second append", func() bool { return countGoroutines("(*Heartbeats).consume") == 2 })
+	waitFor(t, "B to read the second append", func() bool { return countGoroutines("(*Heartbeats).consume") == slow.consumeGoroutines(1) })
 
 	// Meanwhile partition 2's heartbeats and appends, and partition 1's
 	// heartbeats, are answered, over the same connection.
@@ -1456,6 +1467,49 @@ func countGoroutines(fn string) int {
 	return n
 }
 
+// TestHeartbeatsWaitingLoopAnswersItself: an append for a main loop that
+// is ready to take it goes to the loop at once, with a Reply that queues
+// the answer, so no goroutine waits for it; the answer is the loop's, and
+// a second answer to the same request is dropped.
+func TestHeartbeatsWaitingLoopAnswersItself(t *testing.T) {
+	checkHeartbeatGoroutines(t)
+	a := newHBNode(t, testHBConfig(nil))
+	b := newHBNode(t, testHBConfig(nil))
+	f := serveFollower(t, b.hb, nil, 1)
+	ready := make(chan raft.RPC, 1) // a loop waiting in its select, as far as a sender can tell
+	t.Cleanup(b.hb.Handle(9, f.handler(9), ready))
+	mustSend(t, a.hb, 1, b.addr, 1) // connected
+
+	req := emptyAppend(9, 2, 5)
+	res := sendAsync(a.hb, 9, b.addr, req, nil)
+	var rpc raft.RPC
+	select {
+	case rpc = <-ready:
+	case <-time.After(waitLimit):
+		t.Fatalf("partition 9's loop was given nothing within %v", waitLimit)
+	}
+	if rpc.Reply == nil || rpc.RespChan != nil {
+		t.Fatalf("the loop was given %+v; want a Reply and no RespChan", rpc)
+	}
+	if n := countGoroutines("(*Heartbeats).consume"); n != 0 {
+		t.Fatalf("%d goroutines wait for a loop that took its append at once", n)
+	}
+	got := rpc.Command.(*raft.AppendEntriesRequest)
+	if !reflect.DeepEqual(*got, *req) {
+		t.Fatalf("the loop was given %+v, want %+v", *got, *req)
+	}
+	rpc.Respond(consumerAnswer(9, got), nil)
+	if r := waitSend(t, res, shortWait); r.err != nil || !reflect.DeepEqual(r.resp, *consumerAnswer(9, req)) {
+		t.Fatalf("Send: %+v, %v; want the loop's answer %+v", r.resp, r.err, *consumerAnswer(9, req))
+	}
+	rpc.Respond(nil, errors.New("a second answer")) // dropped
+	waitFor(t, "B to count its answers", func() bool { return b.hb.Stats().Answered == 2 })
+	mustSend(t, a.hb, 1, b.addr, 3)
+	if s := b.hb.Stats(); s.Answered != 3 {
+		t.Fatalf("B's stats %+v after a second answer to one request and a heartbeat: want 3 answered", s)
+	}
+}
+
 func TestHeartbeatsConsumerStuck(t *testing.T) {
 	checkHeartbeatGoroutines(t)
 	// B gives up on its main loops after half its timeout, so that B's
@@ -1479,7 +1533,8 @@ func TestHeartbeatsConsumerStuck(t *testing.T) {
 	// While B waits for the main loops: a check of the goroutine check, which
 	// must see the goroutines waiting for main loops and the answer writer.
 	waitFor(t, "both appends to wait for their main loops", func() bool {
-		return len(silent) == 1 && countGoroutines("(*Heartbeats).consume") == 2 && countGoroutines("(*Heartbeats).respond") == 1
+		// Partition 8's loop took its append at once: nothing waits for it.
+		return len(silent) == 1 && countGoroutines("(*Heartbeats).consume") == 1 && countGoroutines("(*Heartbeats).respond") == 1
 	})
 	// The partitions' heartbeats, and everyone else, are answered meanwhile.
 	for _, pid := range []uint32{7, 8, 1} {
@@ -1697,7 +1752,7 @@ func TestHeartbeatsCloseWithAppendsPending(t *testing.T) {
 	r2 := sendAsync(a.hb, 2, b.addr, emptyAppend(2, 1, 1), nil)
 	r3 := sendAsync(a.hb, 3, b.addr, emptyAppend(3, 1, 1), nil)
 	held.waitTaken(t)
-	waitFor(t, "both appends to reach B", func() bool { return countGoroutines("(*Heartbeats).consume") == 2 })
+	waitFor(t, "both appends to reach B", func() bool { return countGoroutines("(*Heartbeats).consume") == held.consumeGoroutines(1) })
 
 	// B shuts down while its main loops hold the appends: Close does not
 	// wait for them (nor for the timeout), and A's Sends fail.

@@ -19,10 +19,20 @@ type RPC struct {
 	Command  interface{}
 	Reader   io.Reader // Set only for InstallSnapshot
 	RespChan chan<- RPCResponse
+
+	// Reply, when set, takes the response instead of RespChan, on the
+	// goroutine that responds (RingKV patch: a transport can then queue
+	// the answer without a goroutine waiting on RespChan). It must not
+	// block.
+	Reply func(RPCResponse)
 }
 
 // Respond is used to respond with a response, error or both
 func (r *RPC) Respond(resp interface{}, err error) {
+	if r.Reply != nil {
+		r.Reply(RPCResponse{resp, err})
+		return
+	}
 	r.RespChan <- RPCResponse{resp, err}
 }
 
