@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/tcptest"
 )
 
 func TestDialAcceptRoutesByPartition(t *testing.T) {
@@ -80,8 +82,8 @@ func TestDialRefused(t *testing.T) {
 	closed := mustListen(t, a, 9)
 	_ = closed.Close()
 
-	silent := fakeServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	http := fakeServer(t, func(c net.Conn) { _, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n") })
+	silent := tcptest.Serve(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	http := tcptest.Serve(t, func(c net.Conn) { _, _ = io.WriteString(c, "HTTP/1.1 400 Bad Request\r\n\r\n") })
 	nothing := unusedAddr(t)
 
 	tests := []struct {
@@ -112,40 +114,6 @@ func TestDialRefused(t *testing.T) {
 			t.Logf("error text: %v", err)
 		})
 	}
-}
-
-// fakeServer accepts connections on 127.0.0.1:0 and runs serve on each.
-func fakeServer(t *testing.T, serve func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 func unusedAddr(t *testing.T) string {

@@ -20,45 +20,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
+	"github.com/ringkv/ringkv/internal/tcptest"
 )
-
-// rawServer accepts connections on a loopback port and runs serve on each
-// in its own goroutine. Cleanup closes the listener and the connections and
-// waits for every serve to return.
-func rawServer(t *testing.T, serve func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { serve(c) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
 
 // acceptPreface reads the client's preface and answers it.
 func acceptPreface(c net.Conn, r io.Reader) error {
@@ -109,7 +72,7 @@ func responseFrame(id uint32, code uint8, payload []byte) []byte {
 // the bytes answer returns (nothing when nil).
 func scriptedServer(t *testing.T, answer func(req request) []byte) string {
 	t.Helper()
-	return rawServer(t, func(c net.Conn) {
+	return tcptest.Serve(t, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		if err := acceptPreface(c, r); err != nil {
 			return
@@ -163,13 +126,13 @@ func TestDialFailuresAreDialOpErrors(t *testing.T) {
 		wantTimeout bool // the error wraps context.DeadlineExceeded or os.ErrDeadlineExceeded
 	}{
 		{"closed port", closedAddr, testTimeout, false},
-		{"server hangs up", rawServer(t, func(c net.Conn) { _ = c.Close() }), testTimeout, false},
-		{"server answers the preface halfway", rawServer(t, func(c net.Conn) {
+		{"server hangs up", tcptest.Serve(t, func(c net.Conn) { _ = c.Close() }), testTimeout, false},
+		{"server answers the preface halfway", tcptest.Serve(t, func(c net.Conn) {
 			_, _ = io.ReadFull(c, make([]byte, len(Preface)))
 			_, _ = c.Write([]byte(Preface[:10]))
 			_ = c.Close()
 		}), testTimeout, false},
-		{"server never answers", rawServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }), 200 * time.Millisecond, true},
+		{"server never answers", tcptest.Serve(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }), 200 * time.Millisecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
@@ -221,7 +184,7 @@ func TestDialDetectsServerWithoutProtocol(t *testing.T) {
 	}{
 		{"net/http with HTTP/1.1 and h2c", httpOnly(true, true), "HTTP/1.1 400"},
 		{"net/http with HTTP/1.1", httpOnly(true, false), "HTTP/1.1 400"},
-		{"another protocol", rawServer(t, func(c net.Conn) {
+		{"another protocol", tcptest.Serve(t, func(c net.Conn) {
 			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.6 something else entirely\r\n"))
 			_, _ = io.Copy(io.Discard, c)
 		}), "SSH-2.0"},
@@ -347,7 +310,7 @@ func TestCallWithEndedContext(t *testing.T) {
 // The peer hanging up fails every call in flight with a connection error.
 func TestPeerHangUpFailsCallsInFlight(t *testing.T) {
 	const inFlight = 5
-	addr := rawServer(t, func(c net.Conn) {
+	addr := tcptest.Serve(t, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		if acceptPreface(c, r) != nil {
 			return
@@ -516,7 +479,7 @@ func TestCallSendsDocumentedFrames(t *testing.T) {
 // the connection at once, as a server does when it closes gracefully.
 func answerThenHangUp(t *testing.T, frame func(id uint32) []byte) string {
 	t.Helper()
-	return rawServer(t, func(c net.Conn) {
+	return tcptest.Serve(t, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		if acceptPreface(c, r) != nil {
 			return

@@ -1555,15 +1555,22 @@ func (r *Raft) offThreadHeartbeat(rpc RPC, a *AppendEntriesRequest) {
 			ErrHeartbeatNeedsMainLoop, a.Term, r.getState(), term))
 		return
 	}
-	if len(a.Addr) > 0 {
-		r.setLeader(r.trans.DecodePeer(a.Addr), ServerID(a.ID))
-	} else {
-		r.setLeader(r.trans.DecodePeer(a.Leader), ServerID(a.ID))
-	}
+	r.setLeaderOf(a)
 	resp.Success = true
 	resp.Quiescent = r.quiesceFollower(a)
 	r.setLastContact()
 	rpc.Respond(resp, nil)
+}
+
+// setLeaderOf records the sender of a as the leader: its address from the
+// RPC header, or from the older Leader field (RingKV patch: shared by
+// appendEntries and offThreadHeartbeat).
+func (r *Raft) setLeaderOf(a *AppendEntriesRequest) {
+	addr := a.Addr
+	if len(addr) == 0 {
+		addr = a.Leader
+	}
+	r.setLeader(r.trans.DecodePeer(addr), ServerID(a.ID))
 }
 
 // appendEntries is invoked when we get an append entries RPC call. This must
@@ -1598,11 +1605,7 @@ func (r *Raft) appendEntries(rpc RPC, a *AppendEntriesRequest) {
 	}
 
 	// Save the current leader
-	if len(a.Addr) > 0 {
-		r.setLeader(r.trans.DecodePeer(a.Addr), ServerID(a.ID))
-	} else {
-		r.setLeader(r.trans.DecodePeer(a.Leader), ServerID(a.ID))
-	}
+	r.setLeaderOf(a)
 	// Verify the last log entry
 	if a.PrevLogEntry > 0 {
 		lastIdx, lastTerm := r.getLastEntry()
