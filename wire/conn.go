@@ -79,10 +79,11 @@ func Dial(ctx context.Context, d *net.Dialer, addr string) (*Conn, error) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	c := &Conn{
-		conn: nc, r: r, w: newBatchWriter(nc, 0), maxResponse: DefaultMaxResponseBytes,
+		conn: nc, r: r, maxResponse: DefaultMaxResponseBytes,
 		pending: map[uint32]chan answer{}, broken: make(chan struct{}),
 	}
-	go c.w.run(c.fail)
+	c.w = newBatchWriter(nc, 0, false, c.fail)
+	go c.w.run()
 	go c.readLoop()
 	return c, nil
 }

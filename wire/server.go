@@ -98,7 +98,9 @@ type serverConn struct {
 // serve answers the requests on c, whose preface has been read from r, until
 // the client goes away or the server closes.
 func (s *Server) serve(c net.Conn, r *bufio.Reader) {
-	sc := &serverConn{conn: c, w: newBatchWriter(c, maxUnwritten)}
+	// Handlers write their own answers when nobody is writing (direct); a
+	// failed write ends the reads too.
+	sc := &serverConn{conn: c, w: newBatchWriter(c, maxUnwritten, true, func(error) { _ = c.Close() })}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -115,7 +117,7 @@ func (s *Server) serve(c net.Conn, r *bufio.Reader) {
 		s.wg.Done()
 	}()
 
-	go sc.w.run(func(error) { _ = c.Close() }) // a failed write ends the reads too
+	go sc.w.run()
 	_ = sc.w.queue(func(b []byte) []byte { return append(b, Preface...) })
 	var handlers sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.MaxInFlight)

@@ -1,10 +1,13 @@
 package wire
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 // countingConn is a net.Conn whose writes succeed at once and are counted.
@@ -35,36 +38,104 @@ func (c *countingConn) counts() (writes, bytes int) {
 // Without that, on a busy node the writer woke for each frame alone and
 // wrote it alone (about one answer per syscall under 64 clients). One
 // processor makes the order of the goroutines deterministic enough to see
-// it: the first frame wakes the writer, and the other producers are queued
-// behind it.
+// it: the first frame wakes the writer (or, direct, writes itself), and the
+// other producers are queued behind it.
 func TestBatchWriterLetsReadyFramesJoinTheWrite(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	c := &countingConn{}
-	w := newBatchWriter(c, 0)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		w.run(func(err error) { t.Errorf("write failed: %v", err) })
-	}()
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			c := &countingConn{}
+			w := newBatchWriter(c, 0, direct, func(err error) { t.Errorf("write failed: %v", err) })
+			go w.run()
 
-	const producers, frameLen = 32, 10
-	var wg sync.WaitGroup
-	for range producers {
-		wg.Go(func() {
-			if err := w.queue(func(b []byte) []byte { return append(b, make([]byte, frameLen)...) }); err != nil {
-				t.Errorf("queue: %v", err)
+			const producers, frameLen = 32, 10
+			var wg sync.WaitGroup
+			for range producers {
+				wg.Go(func() {
+					if err := w.queue(func(b []byte) []byte { return append(b, make([]byte, frameLen)...) }); err != nil {
+						t.Errorf("queue: %v", err)
+					}
+				})
+			}
+			wg.Wait()
+			w.close(net.ErrClosed)
+			<-w.exited
+
+			writes, bytes := c.counts()
+			if bytes != producers*frameLen {
+				t.Fatalf("wrote %d bytes, want %d: frames lost or duplicated", bytes, producers*frameLen)
+			}
+			if writes > producers/4 {
+				t.Fatalf("%d frames took %d writes, want at most %d: frames ready together must share writes", producers, writes, producers/4)
 			}
 		})
 	}
-	wg.Wait()
-	w.close(net.ErrClosed)
-	<-exited
+}
 
-	writes, bytes := c.counts()
-	if bytes != producers*frameLen {
-		t.Fatalf("wrote %d bytes, want %d: frames lost or duplicated", bytes, producers*frameLen)
+// A direct writer's caller that finds nobody writing writes its frame
+// itself, before queue returns: no goroutine is woken for it. Without
+// direct, the frame waits for run.
+func TestBatchWriterDirectCallerWritesItself(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		c := &countingConn{}
+		w := newBatchWriter(c, 0, direct, func(err error) { t.Errorf("write failed: %v", err) })
+		// run is not started: only the caller can write.
+		if err := w.queue(func(b []byte) []byte { return append(b, "frame"...) }); err != nil {
+			t.Fatalf("direct=%v: queue: %v", direct, err)
+		}
+		writes, bytes := c.counts()
+		want := 0
+		if direct {
+			want = 1
+		}
+		if writes != want || bytes != 5*want {
+			t.Fatalf("direct=%v: %d writes of %d bytes before run started, want %d", direct, writes, bytes, want)
+		}
+		go w.run()
+		w.close(net.ErrClosed)
+		<-w.exited
+		if writes, bytes := c.counts(); writes != 1 || bytes != 5 {
+			t.Fatalf("direct=%v: %d writes of %d bytes after close, want the frame written once", direct, writes, bytes)
+		}
+		if err := w.queue(func(b []byte) []byte { return b }); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("direct=%v: queue after close: %v, want net.ErrClosed", direct, err)
+		}
 	}
-	if writes > producers/4 {
-		t.Fatalf("%d frames took %d writes, want at most %d: frames ready together must share writes", producers, writes, producers/4)
+}
+
+// failingConn fails every write.
+type failingConn struct{ net.Conn }
+
+func (failingConn) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// A failed write, by the caller or by run, breaks the writer: it is
+// reported once, later frames are refused with the error, and run exits.
+func TestBatchWriterWriteFailure(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		var mu sync.Mutex
+		var failures []error
+		w := newBatchWriter(failingConn{}, 0, direct, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			failures = append(failures, err)
+		})
+		go w.run()
+		if err := w.queue(func(b []byte) []byte { return append(b, "frame"...) }); err != nil {
+			t.Fatalf("direct=%v: first queue: %v (the failure comes with the write)", direct, err)
+		}
+		select {
+		case <-w.exited:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("direct=%v: run did not exit after a failed write", direct)
+		}
+		mu.Lock()
+		n := len(failures)
+		mu.Unlock()
+		if n != 1 || failures[0].Error() != "broken pipe" {
+			t.Fatalf("direct=%v: failures %v, want the write's error once", direct, failures)
+		}
+		if err := w.queue(func(b []byte) []byte { return b }); err == nil || err.Error() != "broken pipe" {
+			t.Fatalf("direct=%v: queue after the failure: %v, want the write's error", direct, err)
+		}
 	}
 }
