@@ -103,24 +103,51 @@ func TestBatchWriterDirectCallerWritesItself(t *testing.T) {
 	}
 }
 
-// failingConn fails every write.
-type failingConn struct{ net.Conn }
+// failingConn fails every write; the first waits for release, after
+// announcing itself on entered.
+type failingConn struct {
+	net.Conn
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
 
-func (failingConn) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+func (c *failingConn) Write([]byte) (int, error) {
+	c.once.Do(func() {
+		close(c.entered)
+		<-c.release
+	})
+	return 0, errors.New("broken pipe")
+}
 
 // A failed write, by the caller or by run, breaks the writer: it is
-// reported once, later frames are refused with the error, and run exits.
+// reported once, the frames queued during it are never written (nor
+// tried), later frames are refused with the error, and run exits.
 func TestBatchWriterWriteFailure(t *testing.T) {
 	for _, direct := range []bool{false, true} {
 		var mu sync.Mutex
 		var failures []error
-		w := newBatchWriter(failingConn{}, 0, direct, func(err error) {
+		c := &failingConn{entered: make(chan struct{}), release: make(chan struct{})}
+		w := newBatchWriter(c, 0, direct, func(err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			failures = append(failures, err)
 		})
 		go w.run()
-		if err := w.queue(func(b []byte) []byte { return append(b, "frame"...) }); err != nil {
+		// The first frame's write hangs (written by this caller when
+		// direct); a second frame queues behind it.
+		first := make(chan error, 1)
+		go func() { first <- w.queue(func(b []byte) []byte { return append(b, "frame"...) }) }()
+		select {
+		case <-c.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("direct=%v: the first frame was never written", direct)
+		}
+		if err := w.queue(func(b []byte) []byte { return append(b, "second"...) }); err != nil {
+			t.Fatalf("direct=%v: queue during the write: %v", direct, err)
+		}
+		close(c.release)
+		if err := <-first; err != nil {
 			t.Fatalf("direct=%v: first queue: %v (the failure comes with the write)", direct, err)
 		}
 		select {
@@ -129,10 +156,10 @@ func TestBatchWriterWriteFailure(t *testing.T) {
 			t.Fatalf("direct=%v: run did not exit after a failed write", direct)
 		}
 		mu.Lock()
-		n := len(failures)
+		got := append([]error(nil), failures...)
 		mu.Unlock()
-		if n != 1 || failures[0].Error() != "broken pipe" {
-			t.Fatalf("direct=%v: failures %v, want the write's error once", direct, failures)
+		if len(got) != 1 || got[0].Error() != "broken pipe" {
+			t.Fatalf("direct=%v: failures %v, want the write's error once (a broken writer must not try the queued frame)", direct, got)
 		}
 		if err := w.queue(func(b []byte) []byte { return b }); err == nil || err.Error() != "broken pipe" {
 			t.Fatalf("direct=%v: queue after the failure: %v, want the write's error", direct, err)
