@@ -144,10 +144,12 @@ func (r *Raft) quiesceAnswered(s *followerReplication, req *AppendEntriesRequest
 }
 
 // quietFollowerLost ends s's quiet after a failed heartbeat; if it was
-// quiet, the leader checks its lease at once, so that a leader that lost its
-// quorum steps down a lease after it learns so, not up to QuiesceTimeout.
-func (r *Raft) quietFollowerLost(s *followerReplication) {
-	if s.quiet.Load() {
+// quiet, or the heartbeat was an offer (which put s on the quiet lease while
+// it was on its way), the leader checks its lease at once, so that a leader
+// that lost its quorum steps down a lease after it learns so, not up to
+// QuiesceTimeout after a check that counted s as quiet.
+func (r *Raft) quietFollowerLost(s *followerReplication, offered bool) {
+	if s.quiet.Load() || offered {
 		s.setQuiet(false)
 		asyncNotifyCh(r.leaseCheckCh)
 	}

@@ -423,9 +423,9 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 		resp = AppendEntriesResponse{}
 		start := time.Now()
 		err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp)
-		s.offering.Store(false)
+		offered := s.offering.Swap(false)
 		if err != nil {
-			r.quietFollowerLost(s)
+			r.quietFollowerLost(s, offered)
 			nextBackoffTime := cappedExponentialBackoff(failureWait, failures, maxFailureScale, r.config().HeartbeatTimeout/2)
 			r.logger.Error("failed to heartbeat to", "peer", peer.Address, "backoff time",
 				nextBackoffTime, "error", err)

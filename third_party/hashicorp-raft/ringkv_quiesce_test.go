@@ -19,6 +19,8 @@ type countingTransport struct {
 	appends            *atomic.Int64
 	offersAfterFailure *atomic.Int64
 	quietHold          time.Duration
+	// holding: how many quiet offers are being held right now.
+	holding *atomic.Int64
 
 	mu     sync.Mutex
 	failed map[ServerAddress]bool
@@ -32,7 +34,9 @@ func (c *countingTransport) AppendEntries(id ServerID, target ServerAddress, arg
 	}
 	c.mu.Unlock()
 	if args.Quiesce && c.quietHold > 0 {
+		c.holding.Add(1)
 		time.Sleep(c.quietHold) // the transport's linger, simulated
+		c.holding.Add(-1)
 	}
 	err := c.InmemTransport.AppendEntries(id, target, args, resp)
 	c.mu.Lock()
@@ -73,8 +77,10 @@ type quietNode struct {
 	// offersAfterFailure counts quiet offers to a follower whose last
 	// AppendEntries failed (see countingTransport).
 	offersAfterFailure atomic.Int64
-	conf               *Config
-	quietHold          time.Duration
+	// holding: quiet offers n's transport holds right now.
+	holding   atomic.Int64
+	conf      *Config
+	quietHold time.Duration
 }
 
 // quietCluster starts three bootstrapped nodes with quiescence on.
@@ -130,7 +136,7 @@ func (n *quietNode) start(t *testing.T) {
 	t.Helper()
 	n.fsm = &MockFSM{}
 	r, err := NewRaft(n.conf, n.fsm, n.logs, n.stable, n.snaps,
-		&countingTransport{InmemTransport: n.trans, appends: &n.appends, offersAfterFailure: &n.offersAfterFailure, quietHold: n.quietHold})
+		&countingTransport{InmemTransport: n.trans, appends: &n.appends, offersAfterFailure: &n.offersAfterFailure, quietHold: n.quietHold, holding: &n.holding})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,4 +404,30 @@ func TestRingKVCutOffLeaderStepsDownDespiteHeldOffers(t *testing.T) {
 	if n := leader.offersAfterFailure.Load(); n != 0 {
 		t.Fatalf("the leader offered quiet %d times to followers whose last heartbeat had failed", n)
 	}
+}
+
+// A leader whose followers die while its first quiet offers to them are on
+// their way steps down a lease or so later. While an offer is held, the
+// follower is on the quiet lease, so a lease check then schedules the next
+// one a quiet lease away; the failed offer must bring it back, as a failed
+// heartbeat to a quiet follower does. (RingKV's TestQuorumLoss caught this
+// in CI: both followers were killed as the groups went quiet, and the
+// survivor still led a partition 9.6 s later.)
+func TestRingKVLeaderStepsDownWhenItsHeldOffersFail(t *testing.T) {
+	nodes := quietClusterHolding(t, 20*time.Second, 200*time.Millisecond) // lease: 50 ms
+	leader, followers := quietLeader(t, nodes)
+	if err := leader.raft.Apply([]byte("w"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	// Both followers are offered quiet for the first time: cut them off
+	// while the offers are held, after a lease check saw them offering.
+	waitFor(t, "quiet offers to both followers held", func() bool { return leader.holding.Load() == 2 })
+	time.Sleep(2 * leader.conf.LeaderLeaseTimeout) // the state being set up (a lease check during the hold), not a wait for a condition
+	leader.trans.DisconnectAll()
+	for _, f := range followers {
+		f.trans.Disconnect(leader.trans.LocalAddr())
+	}
+	waitWithin(t, 3*time.Second, "the leader whose offers failed steps down", func() bool {
+		return leader.raft.State() != Leader
+	})
 }
