@@ -63,6 +63,11 @@ type Config struct {
 	// by up to this long while many log writes share each fsync
 	// (storage.Config.WALBusySyncDelay); 0 never holds one back.
 	WALBusySyncDelay time.Duration
+	// SnapshotThreshold is how many new Raft log entries make a partition
+	// take a snapshot, after which its log is truncated down to the last
+	// TrailingLogs entries (replica.Config).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 
 	// Gossip timings (see membership.Config); zero keeps its defaults.
 	GossipProbeInterval time.Duration
@@ -107,10 +112,21 @@ func DefaultConfig() Config {
 		QuiesceTimeout:        replica.DefaultConfig().QuiesceTimeout,
 		HeartbeatLinger:       transport.DefaultHeartbeatConfig().Linger,
 		WALBusySyncDelay:      storage.DefaultConfig().WALBusySyncDelay,
+		SnapshotThreshold:     replica.DefaultConfig().SnapshotThreshold,
+		TrailingLogs:          replica.DefaultConfig().TrailingLogs,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
 }
+
+// minSnapshotThreshold and minTrailingLogs bound --raft-snapshot-threshold
+// and --raft-trailing-logs from below: every snapshot copies the whole
+// partition, and a follower that falls further behind than the trailing log
+// is sent one.
+const (
+	minSnapshotThreshold = 128
+	minTrailingLogs      = 64
+)
 
 // maxWALBusySyncDelay bounds --wal-busy-sync-delay: every write under load
 // may wait this long for its fsync.
@@ -194,6 +210,12 @@ func (c Config) Validate() error {
 	}
 	if c.QuiesceTimeout < 0 || (c.QuiesceTimeout > 0 && c.QuiesceTimeout < 2*c.HeartbeatTimeout) {
 		bad("--raft-quiesce-timeout %v: must be 0 (idle groups never go quiet) or at least twice --raft-heartbeat-timeout (%v)", c.QuiesceTimeout, c.HeartbeatTimeout)
+	}
+	if c.SnapshotThreshold < minSnapshotThreshold {
+		bad("--raft-snapshot-threshold %d: must be at least %d entries", c.SnapshotThreshold, minSnapshotThreshold)
+	}
+	if c.TrailingLogs < minTrailingLogs {
+		bad("--raft-trailing-logs %d: must be at least %d entries (a follower that falls further behind is sent a snapshot)", c.TrailingLogs, minTrailingLogs)
 	}
 	if c.WALBusySyncDelay < 0 || c.WALBusySyncDelay > maxWALBusySyncDelay {
 		bad("--wal-busy-sync-delay %v: must be between 0 (never hold a sync back) and %v", c.WALBusySyncDelay, maxWALBusySyncDelay)

@@ -470,6 +470,8 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
 	rc.CommitTimeout = n.cfg.CommitTimeout
 	rc.QuiesceTimeout = n.cfg.QuiesceTimeout
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.TrailingLogs = n.cfg.TrailingLogs
 	rc.Heartbeats = n.heartbeats
 	rc.Logger = n.log
 	rc.RaftLogLevel = n.cfg.RaftLogLevel

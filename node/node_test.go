@@ -253,6 +253,9 @@ func TestConfigValidate(t *testing.T) {
 		{"quiesce timeout under twice the heartbeat timeout", func(c *Config) { c.QuiesceTimeout = c.HeartbeatTimeout }, "--raft-quiesce-timeout"},
 		{"negative quiesce timeout", func(c *Config) { c.QuiesceTimeout = -time.Second }, "--raft-quiesce-timeout"},
 		{"quiescence off", func(c *Config) { c.QuiesceTimeout = 0 }, ""},
+		{"snapshot threshold too low", func(c *Config) { c.SnapshotThreshold = 10 }, "--raft-snapshot-threshold 10: must be at least 128"},
+		{"trailing logs too few", func(c *Config) { c.TrailingLogs = 0 }, "--raft-trailing-logs 0: must be at least 64"},
+		{"prompt truncation", func(c *Config) { c.SnapshotThreshold, c.TrailingLogs = 1024, 512 }, ""},
 		{"default linger with the default lease", func(c *Config) {
 			d := DefaultConfig()
 			c.HeartbeatLinger, c.LeaderLeaseTimeout, c.HeartbeatTimeout = d.HeartbeatLinger, d.LeaderLeaseTimeout, d.HeartbeatTimeout
@@ -277,17 +280,20 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	cfg, err := ParseFlags([]string{"--name", "a", "--bootstrap-expect", "3", "--join", "h1:1, h2:2", "--partitions", "16"}, io.Discard, io.Discard)
+	cfg, err := ParseFlags([]string{"--name", "a", "--bootstrap-expect", "3", "--join", "h1:1, h2:2", "--partitions", "16",
+		"--raft-snapshot-threshold", "2048", "--raft-trailing-logs", "1024"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Name != "a" || cfg.BootstrapExpect != 3 || cfg.Partitions != 16 || len(cfg.Join) != 2 || cfg.Join[1] != "h2:2" {
+	if cfg.Name != "a" || cfg.BootstrapExpect != 3 || cfg.Partitions != 16 || len(cfg.Join) != 2 || cfg.Join[1] != "h2:2" ||
+		cfg.SnapshotThreshold != 2048 || cfg.TrailingLogs != 1024 {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	for _, args := range [][]string{
 		{"--name", "a", "--bootstrap-expect", "1", "--log-level", "loud"},
 		{"--name", "a", "--bootstrap-expect", "1", "extra"},
 		{"--name", "a"},
+		{"--name", "a", "--bootstrap-expect", "1", "--raft-trailing-logs", "-1"},
 	} {
 		if _, err := ParseFlags(args, io.Discard, io.Discard); err == nil {
 			t.Errorf("ParseFlags(%q) accepted", args)
