@@ -65,9 +65,11 @@ type Config struct {
 	WALBusySyncDelay time.Duration
 	// SnapshotThreshold is how many new Raft log entries make a partition
 	// take a snapshot, after which its log is truncated down to the last
-	// TrailingLogs entries (replica.Config).
+	// TrailingLogs entries; SnapshotInterval is how often (randomized up to
+	// twice that) each partition checks the threshold (replica.Config).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	SnapshotInterval  time.Duration
 
 	// Gossip timings (see membership.Config); zero keeps its defaults.
 	GossipProbeInterval time.Duration
@@ -114,18 +116,21 @@ func DefaultConfig() Config {
 		WALBusySyncDelay:      storage.DefaultConfig().WALBusySyncDelay,
 		SnapshotThreshold:     replica.DefaultConfig().SnapshotThreshold,
 		TrailingLogs:          replica.DefaultConfig().TrailingLogs,
+		SnapshotInterval:      replica.DefaultConfig().SnapshotInterval,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
 }
 
-// minSnapshotThreshold and minTrailingLogs bound --raft-snapshot-threshold
-// and --raft-trailing-logs from below: every snapshot copies the whole
+// minSnapshotThreshold, minTrailingLogs and minSnapshotInterval bound
+// --raft-snapshot-threshold, --raft-trailing-logs and
+// --raft-snapshot-interval from below: every snapshot copies the whole
 // partition, and a follower that falls further behind than the trailing log
 // is sent one.
 const (
 	minSnapshotThreshold = 128
 	minTrailingLogs      = 64
+	minSnapshotInterval  = time.Second
 )
 
 // maxWALBusySyncDelay bounds --wal-busy-sync-delay: every write under load
@@ -213,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotThreshold < minSnapshotThreshold {
 		bad("--raft-snapshot-threshold %d: must be at least %d entries", c.SnapshotThreshold, minSnapshotThreshold)
+	}
+	if c.SnapshotInterval < minSnapshotInterval {
+		bad("--raft-snapshot-interval %v: must be at least %v", c.SnapshotInterval, minSnapshotInterval)
 	}
 	if c.TrailingLogs < minTrailingLogs {
 		bad("--raft-trailing-logs %d: must be at least %d entries (a follower that falls further behind is sent a snapshot)", c.TrailingLogs, minTrailingLogs)

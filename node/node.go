@@ -472,6 +472,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.QuiesceTimeout = n.cfg.QuiesceTimeout
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
 	rc.Heartbeats = n.heartbeats
 	rc.Logger = n.log
 	rc.RaftLogLevel = n.cfg.RaftLogLevel

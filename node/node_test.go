@@ -255,7 +255,8 @@ func TestConfigValidate(t *testing.T) {
 		{"quiescence off", func(c *Config) { c.QuiesceTimeout = 0 }, ""},
 		{"snapshot threshold too low", func(c *Config) { c.SnapshotThreshold = 10 }, "--raft-snapshot-threshold 10: must be at least 128"},
 		{"trailing logs too few", func(c *Config) { c.TrailingLogs = 0 }, "--raft-trailing-logs 0: must be at least 64"},
-		{"prompt truncation", func(c *Config) { c.SnapshotThreshold, c.TrailingLogs = 1024, 512 }, ""},
+		{"snapshot checks too often", func(c *Config) { c.SnapshotInterval = time.Millisecond }, "--raft-snapshot-interval 1ms: must be at least 1s"},
+		{"prompt truncation", func(c *Config) { c.SnapshotThreshold, c.TrailingLogs, c.SnapshotInterval = 1024, 512, 5*time.Second }, ""},
 		{"default linger with the default lease", func(c *Config) {
 			d := DefaultConfig()
 			c.HeartbeatLinger, c.LeaderLeaseTimeout, c.HeartbeatTimeout = d.HeartbeatLinger, d.LeaderLeaseTimeout, d.HeartbeatTimeout
@@ -281,12 +282,12 @@ func TestConfigValidate(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	cfg, err := ParseFlags([]string{"--name", "a", "--bootstrap-expect", "3", "--join", "h1:1, h2:2", "--partitions", "16",
-		"--raft-snapshot-threshold", "2048", "--raft-trailing-logs", "1024"}, io.Discard, io.Discard)
+		"--raft-snapshot-threshold", "2048", "--raft-trailing-logs", "1024", "--raft-snapshot-interval", "5s"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Name != "a" || cfg.BootstrapExpect != 3 || cfg.Partitions != 16 || len(cfg.Join) != 2 || cfg.Join[1] != "h2:2" ||
-		cfg.SnapshotThreshold != 2048 || cfg.TrailingLogs != 1024 {
+		cfg.SnapshotThreshold != 2048 || cfg.TrailingLogs != 1024 || cfg.SnapshotInterval != 5*time.Second {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	for _, args := range [][]string{
