@@ -606,7 +606,7 @@ func (r *Raft) startStopReplication() {
 				currentTerm:         r.getCurrentTerm(),
 				nextIndex:           lastIdx + 1,
 				lastContact:         time.Now(),
-				notify:              make(map[*verifyFuture]struct{}),
+				notify:              make(map[*verifyFuture]uint64),
 				notifyCh:            make(chan struct{}, 1),
 				stepDown:            r.leaderState.stepDown,
 				quiescence:          newQuiescence(),
@@ -987,9 +987,7 @@ func (r *Raft) verifyLeader(v *verifyFuture) {
 
 	// Trigger immediate heartbeats
 	for _, repl := range r.leaderState.replState {
-		repl.notifyLock.Lock()
-		repl.notify[v] = struct{}{}
-		repl.notifyLock.Unlock()
+		repl.register(v)
 		asyncNotifyCh(repl.notifyCh)
 	}
 }

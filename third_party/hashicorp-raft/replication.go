@@ -81,9 +81,13 @@ type followerReplication struct {
 	// this server is still leader.
 	notifyCh chan struct{}
 	// notify is a map of futures to be resolved upon receipt of an
-	// acknowledgement, then cleared from this map.
-	notify map[*verifyFuture]struct{}
-	// notifyLock protects 'notify'.
+	// acknowledgement, then cleared from this map. RingKV: each maps to its
+	// registration number (notifySeq when it was registered), and only an
+	// acknowledgement of a request sent after that resolves it (verify.go).
+	notify map[*verifyFuture]uint64
+	// notifySeq numbers the registrations in notify.
+	notifySeq uint64
+	// notifyLock protects 'notify' and 'notifySeq'.
 	notifyLock sync.Mutex
 
 	// stepDown is used to indicate to the leader that we
@@ -98,13 +102,14 @@ type followerReplication struct {
 	allowPipeline bool
 }
 
-// notifyAll is used to notify all the waiting verify futures
+// notifyAll is used to notify all the waiting verify futures.
+// RingKV: only a false vote goes to every future; see notifySent.
 // if the follower believes we are still the leader.
 func (s *followerReplication) notifyAll(leader bool) {
 	// Clear the waiting notifies minimizing lock time
 	s.notifyLock.Lock()
 	n := s.notify
-	s.notify = make(map[*verifyFuture]struct{})
+	s.notify = make(map[*verifyFuture]uint64)
 	s.notifyLock.Unlock()
 
 	// Submit our votes
@@ -209,6 +214,7 @@ func (r *Raft) replicateTo(s *followerReplication, lastIndex uint64) (shouldStop
 	var resp AppendEntriesResponse
 	var start time.Time
 	var peer Server
+	var sent uint64
 
 START:
 	// Prevent an excessive retry rate on errors
@@ -232,6 +238,7 @@ START:
 
 	// Make the RPC call
 	start = time.Now()
+	sent = s.sentAfter()
 	if err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp); err != nil {
 		r.logger.Error("failed to appendEntries to", "peer", peer, "error", err)
 		s.failures++
@@ -251,7 +258,7 @@ START:
 	// Update s based on success
 	if resp.Success {
 		// Update our replication state
-		updateLastAppended(s, &req)
+		updateLastAppended(s, &req, sent)
 
 		// Clear any failures, allow pipelining
 		s.failures = 0
@@ -347,6 +354,7 @@ func (r *Raft) sendLatestSnapshot(s *followerReplication) (bool, error) {
 	// Make the call
 	start := time.Now()
 	var resp InstallSnapshotResponse
+	sent := s.sentAfter()
 	if err := r.trans.InstallSnapshot(peer.ID, peer.Address, &req, &resp, snapshot); err != nil {
 		r.logger.Error("failed to install snapshot", "peer", peer.ID, "id", snapID, "error", err)
 		s.failures++
@@ -380,7 +388,7 @@ func (r *Raft) sendLatestSnapshot(s *followerReplication) (bool, error) {
 		s.failures = 0
 
 		// Notify we are still leader
-		s.notifyAll(true)
+		s.notifySent(true, sent)
 	} else {
 		s.failures++
 		r.logger.Warn("installSnapshot rejected to", "peer", peer.ID, "id", snapID)
@@ -422,6 +430,7 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 		s.offering.Store(req.Quiesce)
 		resp = AppendEntriesResponse{}
 		start := time.Now()
+		sent := s.sentAfter()
 		err := r.trans.AppendEntries(peer.ID, peer.Address, &req, &resp)
 		offered := s.offering.Swap(false)
 		if err != nil {
@@ -451,7 +460,7 @@ func (r *Raft) heartbeat(s *followerReplication, stopCh chan struct{}) {
 				metrics.MeasureSince([]string{"raft", "replication", "heartbeat", string(peer.ID)}, start)
 			}
 
-			s.notifyAll(resp.Success)
+			s.notifySent(resp.Success, sent)
 		}
 	}
 }
@@ -576,8 +585,10 @@ func (r *Raft) pipelineDecode(s *followerReplication, p AppendPipeline, stopCh, 
 				return
 			}
 
-			// Update our replication state
-			updateLastAppended(s, req)
+			// Update our replication state. RingKV: a pipelined append
+			// resolves no leadership check (its send was not recorded,
+			// verify.go); the heartbeat each check triggers does.
+			updateLastAppended(s, req, 0)
 		case <-stopCh:
 			return
 		}
@@ -676,7 +687,7 @@ func (r *Raft) handleStaleTerm(s *followerReplication) {
 // updateLastAppended is used to update follower replication state after a
 // successful AppendEntries RPC.
 // TODO: This isn't used during InstallSnapshot, but the code there is similar.
-func updateLastAppended(s *followerReplication, req *AppendEntriesRequest) {
+func updateLastAppended(s *followerReplication, req *AppendEntriesRequest, sent uint64) {
 	// Mark any inflight logs as committed
 	if logs := req.Entries; len(logs) > 0 {
 		last := logs[len(logs)-1]
@@ -686,5 +697,5 @@ func updateLastAppended(s *followerReplication, req *AppendEntriesRequest) {
 	s.appended(req)
 
 	// Notify still leader
-	s.notifyAll(true)
+	s.notifySent(true, sent)
 }
