@@ -562,6 +562,10 @@ func TestRoutingRefreshIsRateLimited(t *testing.T) {
 	if _, err := c.Put(testCtx(t, 10*time.Second), []byte("k"), []byte("v")); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v", err)
 	}
+	// The 50 failures take a few milliseconds; the refresh the first one
+	// started runs in the background, and Close would cancel it on its way
+	// (CI, under -race: no refresh reached the cluster). Let it land.
+	waitForRoutes(t, c)
 	_ = c.Close() // waits for background refreshes
 	elapsed := time.Since(start)
 	refreshes := len(cl.Calls(ringkvv1connect.ClusterPartitionsProcedure))
