@@ -102,9 +102,11 @@ type followerReplication struct {
 	allowPipeline bool
 }
 
-// notifyAll is used to notify all the waiting verify futures.
-// RingKV: only a false vote goes to every future; see notifySent.
-// if the follower believes we are still the leader.
+// notifyAll is used to notify all the waiting verify futures
+// if the follower believes we are still the leader. RingKV: it is called
+// only with false (the follower has a newer term); acknowledgements go
+// through notifySent, which resolves only the futures registered before the
+// acknowledged request was sent (verify.go).
 func (s *followerReplication) notifyAll(leader bool) {
 	// Clear the waiting notifies minimizing lock time
 	s.notifyLock.Lock()

@@ -43,6 +43,9 @@ func (s *followerReplication) notifySent(leader bool, sent uint64) {
 		s.notifyAll(false)
 		return
 	}
+	if sent == 0 { // a pipelined append, or nothing registered yet
+		return
+	}
 	var resolved []*verifyFuture
 	s.notifyLock.Lock()
 	for v, seq := range s.notify {
