@@ -63,6 +63,10 @@ type Config struct {
 	// by up to this long while many log writes share each fsync
 	// (storage.Config.WALBusySyncDelay); 0 never holds one back.
 	WALBusySyncDelay time.Duration
+	// WALFillAheadMiB keeps this many MiB of each write-ahead log file
+	// written with zeros ahead of the log, so that synced log writes need no
+	// journal commit of a new file size (storage.Config.WALFillAhead); 0 off.
+	WALFillAheadMiB int
 	// SnapshotThreshold is how many new Raft log entries make a partition
 	// take a snapshot, after which its log is truncated down to the last
 	// TrailingLogs entries; SnapshotInterval is how often (randomized up to
@@ -114,6 +118,7 @@ func DefaultConfig() Config {
 		QuiesceTimeout:        replica.DefaultConfig().QuiesceTimeout,
 		HeartbeatLinger:       transport.DefaultHeartbeatConfig().Linger,
 		WALBusySyncDelay:      storage.DefaultConfig().WALBusySyncDelay,
+		WALFillAheadMiB:       int(storage.DefaultConfig().WALFillAhead >> 20),
 		SnapshotThreshold:     replica.DefaultConfig().SnapshotThreshold,
 		TrailingLogs:          replica.DefaultConfig().TrailingLogs,
 		SnapshotInterval:      replica.DefaultConfig().SnapshotInterval,
@@ -136,6 +141,10 @@ const (
 // maxWALBusySyncDelay bounds --wal-busy-sync-delay: every write under load
 // may wait this long for its fsync.
 const maxWALBusySyncDelay = 10 * time.Millisecond
+
+// maxWALFillAheadMiB bounds --wal-fill-ahead-mib: each WAL file keeps up to
+// that much disk beyond its log.
+const maxWALFillAheadMiB = 1024
 
 // TestConfig returns a fast configuration for in-process tests: loopback
 // ports chosen by the kernel, few partitions, short timeouts.
@@ -227,6 +236,9 @@ func (c Config) Validate() error {
 	}
 	if c.WALBusySyncDelay < 0 || c.WALBusySyncDelay > maxWALBusySyncDelay {
 		bad("--wal-busy-sync-delay %v: must be between 0 (never hold a sync back) and %v", c.WALBusySyncDelay, maxWALBusySyncDelay)
+	}
+	if c.WALFillAheadMiB < 0 || c.WALFillAheadMiB > maxWALFillAheadMiB {
+		bad("--wal-fill-ahead-mib %d: must be between 0 (off) and %d", c.WALFillAheadMiB, maxWALFillAheadMiB)
 	}
 	if c.HeartbeatLinger < 0 || c.HeartbeatLinger >= c.LeaderLeaseTimeout/4 {
 		bad("--raft-heartbeat-linger %v: must be >= 0 and below a quarter of --raft-leader-lease-timeout (%v)", c.HeartbeatLinger, c.LeaderLeaseTimeout)

@@ -85,6 +85,7 @@ func New(cfg Config) (*Node, error) {
 	sc.Dir = filepath.Join(cfg.DataDir, "db")
 	sc.Logger = cfg.Logger.With("component", "pebble")
 	sc.WALBusySyncDelay = cfg.WALBusySyncDelay
+	sc.WALFillAhead = int64(cfg.WALFillAheadMiB) << 20
 	store, err := storage.Open(sc)
 	if err != nil {
 		return nil, fmt.Errorf("open data dir %s: %w", cfg.DataDir, err)

@@ -256,6 +256,9 @@ func TestConfigValidate(t *testing.T) {
 		{"snapshot threshold too low", func(c *Config) { c.SnapshotThreshold = 10 }, "--raft-snapshot-threshold 10: must be at least 128"},
 		{"trailing logs too few", func(c *Config) { c.TrailingLogs = 0 }, "--raft-trailing-logs 0: must be at least 64"},
 		{"snapshot checks too often", func(c *Config) { c.SnapshotInterval = time.Millisecond }, "--raft-snapshot-interval 1ms: must be at least 1s"},
+		{"negative WAL fill", func(c *Config) { c.WALFillAheadMiB = -1 }, "--wal-fill-ahead-mib -1: must be between 0 (off) and 1024"},
+		{"WAL fill too far ahead", func(c *Config) { c.WALFillAheadMiB = 4096 }, "--wal-fill-ahead-mib 4096"},
+		{"WAL fill off", func(c *Config) { c.WALFillAheadMiB = 0 }, ""},
 		{"prompt truncation", func(c *Config) { c.SnapshotThreshold, c.TrailingLogs, c.SnapshotInterval = 1024, 512, 5*time.Second }, ""},
 		{"default linger with the default lease", func(c *Config) {
 			d := DefaultConfig()
@@ -282,12 +285,14 @@ func TestConfigValidate(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	cfg, err := ParseFlags([]string{"--name", "a", "--bootstrap-expect", "3", "--join", "h1:1, h2:2", "--partitions", "16",
-		"--raft-snapshot-threshold", "2048", "--raft-trailing-logs", "1024", "--raft-snapshot-interval", "5s"}, io.Discard, io.Discard)
+		"--raft-snapshot-threshold", "2048", "--raft-trailing-logs", "1024", "--raft-snapshot-interval", "5s",
+		"--wal-fill-ahead-mib", "16"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Name != "a" || cfg.BootstrapExpect != 3 || cfg.Partitions != 16 || len(cfg.Join) != 2 || cfg.Join[1] != "h2:2" ||
-		cfg.SnapshotThreshold != 2048 || cfg.TrailingLogs != 1024 || cfg.SnapshotInterval != 5*time.Second {
+		cfg.SnapshotThreshold != 2048 || cfg.TrailingLogs != 1024 || cfg.SnapshotInterval != 5*time.Second ||
+		cfg.WALFillAheadMiB != 16 {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	for _, args := range [][]string{

@@ -62,6 +62,13 @@ type Config struct {
 	// writes then share each fsync; a lone writer never waits (syncPacer).
 	// 0 turns it off. Must not be negative.
 	WALBusySyncDelay time.Duration
+
+	// WALFillAhead keeps this many bytes of each write-ahead log file
+	// written with zeros (and synced) beyond the log's end, so that the
+	// log's synced writes overwrite instead of extending the file and their
+	// fdatasync need not commit a new file size (walfill.go). 0 turns it
+	// off. Must not be negative.
+	WALFillAhead int64
 }
 
 // DefaultConfig returns the production settings, with Dir left empty.
@@ -74,6 +81,7 @@ func DefaultConfig() Config {
 		L0StopWritesThreshold:       64,
 		MaxOpenFiles:                1000,
 		WALBusySyncDelay:            500 * time.Microsecond,
+		WALFillAhead:                8 << 20,
 	}
 }
 
@@ -145,6 +153,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: WALMinSyncInterval %v is negative", ErrInvalidConfig, c.WALMinSyncInterval)
 	case c.WALBusySyncDelay < 0:
 		return fmt.Errorf("%w: WALBusySyncDelay %v is negative", ErrInvalidConfig, c.WALBusySyncDelay)
+	case c.WALFillAhead < 0:
+		return fmt.Errorf("%w: WALFillAhead %d is negative", ErrInvalidConfig, c.WALFillAhead)
 	}
 	return nil
 }
@@ -165,6 +175,9 @@ func (c Config) pebbleOptions(logger *slog.Logger) *pebble.Options {
 	}
 	if c.FS == nil {
 		opts.FS = vfs.Default
+	}
+	if c.WALFillAhead > 0 {
+		opts.FS = walFillFS{FS: opts.FS, ahead: c.WALFillAhead}
 	}
 	return opts
 }

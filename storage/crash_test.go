@@ -17,7 +17,8 @@ import (
 // TestCrashKeepsAcknowledgedWrites simulates a machine crash with Pebble's
 // crashable in-memory filesystem: the clone keeps everything synced and a
 // random share of what was not. Whatever the share, every acknowledged write
-// must be there after reopening, and nothing half-written may be visible.
+// must be there after reopening, and nothing half-written may be visible;
+// with WAL files filled with zeros ahead of the log (walfill.go) too.
 func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -26,10 +27,12 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	for range 4 {
 		percents = append(percents, 1+rng.IntN(99))
 	}
-	for _, pct := range percents {
-		t.Run(fmt.Sprintf("unsynced=%d%%", pct), func(t *testing.T) {
-			crashAndCheck(t, pct, rand.New(rand.NewPCG(seed, uint64(pct))))
-		})
+	for _, fill := range []int64{0, 64 << 10} {
+		for _, pct := range percents {
+			t.Run(fmt.Sprintf("walfill=%d/unsynced=%d%%", fill, pct), func(t *testing.T) {
+				crashAndCheck(t, pct, fill, rand.New(rand.NewPCG(seed, uint64(pct))))
+			})
+		}
 	}
 }
 
@@ -39,10 +42,11 @@ const (
 	crashGone    = 11 // partition 11 was deleted
 )
 
-func crashAndCheck(t *testing.T, pct int, rng *rand.Rand) {
+func crashAndCheck(t *testing.T, pct int, walFill int64, rng *rand.Rand) {
 	fs := vfs.NewCrashableMem()
 	cfg := TestConfig()
 	cfg.FS = fs
+	cfg.WALFillAhead = walFill
 	cfg.MemTableSize = 256 << 10 // flush during the run, so sstables are part of the crash too
 	s, err := Open(cfg)
 	if err != nil {
