@@ -29,6 +29,14 @@
 // concurrent writers (docs/PERFORMANCE.md), and nothing for a lone writer,
 // whose syncs are never held.
 //
+// Config.WALFillAhead (8 MiB by default) keeps each WAL file written with
+// zeros, and synced, that far beyond the log's end (walfill.go), so that a
+// synced log write overwrites blocks the file already has and its fdatasync
+// need not journal a new file size: 94-114 instead of 146-189 us per sync on
+// this project's ext4 machine, 9-13% off a sequential put's p50. Pebble
+// reads the zeros as the log's end, as it reads a recycled WAL's old tail;
+// the filler never writes below the end of a write the log has begun.
+//
 // *LogStore implements raft.LogStore and raft.StableStore. GetLog returns
 // raft.ErrLogNotFound for a missing index; Get and GetUint64 return
 // ErrKeyNotFound, whose message is exactly "not found" as hashicorp/raft
