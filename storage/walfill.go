@@ -46,6 +46,14 @@ const walCategory vfs.DiskWriteCategory = "pebble-wal"
 // piece bounds that extra work.
 const walFillPiece = 256 << 10
 
+// walFillSlack is how far beyond the log's end the filler starts when it is
+// behind (a new file, or a log that outran it), so that the log's next
+// writes do not wait for the piece it is writing.
+const walFillSlack = 64 << 10
+
+// walZeros is what the filler writes; nothing writes into it.
+var walZeros = make([]byte, walFillPiece)
+
 func (fs walFillFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	f, err := fs.FS.Create(name, category)
 	if err != nil || category != walCategory {
@@ -131,11 +139,11 @@ func (w *walFillFile) Close() error {
 	return w.File.Close()
 }
 
-// fill runs until Close, filling [max(filled, end), end+ahead) with zeros
-// whenever a write asks for it.
+// fill runs until Close, filling up to end+ahead with zeros whenever a write
+// asks for it, from where it stopped, or walFillSlack beyond the log's end
+// if the log has caught up with it.
 func (w *walFillFile) fill() {
 	defer close(w.done)
-	zeros := make([]byte, walFillPiece)
 	for {
 		select {
 		case <-w.stop:
@@ -144,7 +152,10 @@ func (w *walFillFile) fill() {
 		}
 		for {
 			w.mu.Lock()
-			from := max(w.filled, w.end)
+			from := w.filled
+			if from < w.end+walFillSlack {
+				from = w.end + walFillSlack // behind: leave the log room
+			}
 			to := min(w.end+w.ahead, from+walFillPiece)
 			if to <= from {
 				w.mu.Unlock()
@@ -153,7 +164,7 @@ func (w *walFillFile) fill() {
 			w.fillFrom = from
 			w.mu.Unlock()
 
-			_, err := w.File.WriteAt(zeros[:to-from], from)
+			_, err := w.File.WriteAt(walZeros[:to-from], from)
 			if err == nil {
 				err = w.File.SyncData()
 			}
