@@ -1,10 +1,6 @@
 package node
 
 import (
-	"context"
-
-	"google.golang.org/protobuf/proto"
-
 	"github.com/ringkv/ringkv/wire"
 )
 
@@ -15,8 +11,7 @@ func newNativeServer(n *Node) (*wire.Server, error) {
 	cfg := wire.DefaultServerConfig()
 	cfg.MaxRequestBytes = n.maxRequestBytes()
 	kv := wire.ServeKV(kvService{n}, n.metrics.observe)
-	return wire.NewServer(cfg, func(ctx context.Context, m wire.Method, payload []byte) (proto.Message, error) {
-		growStack() // see stack.go: each request runs on a fresh goroutine
-		return kv(ctx, m, payload)
-	}, n.log.With("component", "native"))
+	// No growStack here (stack.go): wire runs requests on reused workers,
+	// whose stacks stay grown.
+	return wire.NewServer(cfg, kv, n.log.With("component", "native"))
 }

@@ -12,7 +12,8 @@ import "net/http"
 // (at 32 KiB the profile showed no further growth, but stacks that large
 // bypass the runtime's per-P stack cache and cost more to allocate); measured
 // with `make profile`: sampled CPU per eventual get 85 -> 69 us, per strong
-// get 121 -> 111 us (docs/PERFORMANCE.md).
+// get 121 -> 111 us (docs/PERFORMANCE.md). The native protocol does not need
+// it: package wire runs requests on reused workers, whose stacks stay grown.
 const requestStackBytes = 16 << 10
 
 // withGrownStack wraps h so that each request first grows its goroutine's

@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,7 +22,7 @@ import (
 // message. It returns the response message, or an error: a *connect.Error is
 // sent with its code, message and metadata; a context's error as
 // DeadlineExceeded or Canceled, as Connect does; any other as Unknown.
-// Handlers run concurrently, one goroutine per request.
+// Handlers run concurrently, each request on a worker goroutine (see worker).
 type Handler func(ctx context.Context, m Method, payload []byte) (proto.Message, error)
 
 // ServerConfig configures a Server.
@@ -69,6 +70,26 @@ type Server struct {
 	conns  map[*serverConn]struct{}
 	closed bool
 	wg     sync.WaitGroup // one per connection being served
+
+	// work hands requests to waiting workers; unbuffered, so a send
+	// succeeds only when one waits. Close closes it once no connection is
+	// left to send, which ends the waiting workers.
+	work     chan job
+	idle     atomic.Int32 // workers waiting on work
+	workDone sync.Once
+}
+
+// maxIdleWorkers bounds the workers that wait for requests; a worker that
+// finds this many already waiting exits instead.
+const maxIdleWorkers = 256
+
+// job is one request read from a connection, to be run by a worker.
+type job struct {
+	sc      *serverConn
+	id      uint32
+	m       Method
+	timeout time.Duration
+	payload []byte
 }
 
 // NewServer returns a Server that answers requests with h.
@@ -79,7 +100,8 @@ func NewServer(cfg ServerConfig, h Handler, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, handler: h, log: log, conns: map[*serverConn]struct{}{}}
+	s := &Server{cfg: cfg, handler: h, log: log, conns: map[*serverConn]struct{}{},
+		work: make(chan job)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -91,8 +113,10 @@ const maxUnwritten = 1 << 20
 
 // serverConn is one client connection.
 type serverConn struct {
-	conn net.Conn
-	w    *batchWriter
+	conn     net.Conn
+	w        *batchWriter
+	sem      chan struct{}  // MaxInFlight slots
+	handlers sync.WaitGroup // requests started and not yet answered
 }
 
 // serve answers the requests on c, whose preface has been read from r, until
@@ -100,7 +124,8 @@ type serverConn struct {
 func (s *Server) serve(c net.Conn, r *bufio.Reader) {
 	// Handlers write their own answers when nobody is writing (direct); a
 	// failed write ends the reads too.
-	sc := &serverConn{conn: c, w: newBatchWriter(c, maxUnwritten, true, func(error) { _ = c.Close() })}
+	sc := &serverConn{conn: c, w: newBatchWriter(c, maxUnwritten, true, func(error) { _ = c.Close() }),
+		sem: make(chan struct{}, s.cfg.MaxInFlight)}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -119,22 +144,16 @@ func (s *Server) serve(c net.Conn, r *bufio.Reader) {
 
 	go sc.w.run()
 	_ = sc.w.queue(func(b []byte) []byte { return append(b, Preface...) })
-	var handlers sync.WaitGroup
-	sem := make(chan struct{}, s.cfg.MaxInFlight)
 	err := s.readRequests(sc, r, func(id uint32, m Method, timeout time.Duration, payload []byte) {
-		sem <- struct{}{}
-		handlers.Add(1)
-		go func() {
-			defer handlers.Done()
-			defer func() { <-sem }()
-			s.handle(sc, id, m, timeout, payload)
-		}()
+		sc.sem <- struct{}{}
+		sc.handlers.Add(1)
+		s.start(job{sc: sc, id: id, m: m, timeout: timeout, payload: payload})
 	})
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
 		s.log.Debug("native client connection ended", "remote", c.RemoteAddr(), "error", err)
 	}
 	// Answer what was asked, then hang up.
-	handlers.Wait()
+	sc.handlers.Wait()
 	sc.w.close(ErrClosed)
 	<-sc.w.exited
 	_ = c.Close()
@@ -169,6 +188,39 @@ func (s *Server) readRequests(sc *serverConn, r *bufio.Reader, start func(uint32
 			return err
 		}
 		start(id, m, timeout, payload)
+	}
+}
+
+// start hands r to a waiting worker, or starts a new one.
+func (s *Server) start(r job) {
+	select {
+	case s.work <- r:
+	default:
+		go s.worker(r)
+	}
+}
+
+// worker runs r, then waits for the next request instead of exiting, unless
+// maxIdleWorkers already wait. A fresh goroutine's stack grows two or three
+// times while a request runs (a Pebble read is deep), each time a copy of
+// the whole stack; a worker's stays grown (until a garbage collection
+// finds it idle and shrinks it), so most requests pay no growth at all.
+func (s *Server) worker(r job) {
+	for {
+		s.handle(r.sc, r.id, r.m, r.timeout, r.payload)
+		<-r.sc.sem
+		r.sc.handlers.Done()
+		r = job{} // hold no payload while idle
+		if s.idle.Add(1) > maxIdleWorkers {
+			s.idle.Add(-1)
+			return
+		}
+		var ok bool
+		r, ok = <-s.work // a plain receive, cheaper than a select
+		s.idle.Add(-1)
+		if !ok {
+			return
+		}
 	}
 }
 
@@ -244,6 +296,9 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	// Once every connection has ended, nothing sends work: the waiting
+	// workers exit.
+	defer s.workDone.Do(func() { close(s.work) })
 	select {
 	case <-done:
 		s.cancel()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -802,4 +803,71 @@ func TestUnreadAnswersDoNotQueueWithoutBound(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// goroutineID is the number the runtime's stack dump gives the calling
+// goroutine ("goroutine 42 [running]:"): tests only.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// Requests run on reused workers, whose stacks stay grown, not each on a
+// fresh goroutine: 100 calls one after another see a few goroutines, not 100.
+func TestRequestsRunOnReusedWorkers(t *testing.T) {
+	f := &fixture{started: make(chan string, 16), release: make(chan struct{})}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	startFixtureWith(t, testConfig(), f, func(ctx context.Context, m Method, payload []byte) (proto.Message, error) {
+		mu.Lock()
+		seen[goroutineID()]++
+		mu.Unlock()
+		return f.handle(ctx, m, payload)
+	})
+	c := dial(t, f.addr)
+	for i := range 100 {
+		mustEcho(t, c, fmt.Sprint("k", i))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) > 10 {
+		t.Fatalf("100 sequential requests ran on %d goroutines, want a few reused workers", len(seen))
+	}
+}
+
+// After a burst, at most maxIdleWorkers wait for work; the others exit. Close
+// ends the waiting ones.
+func TestIdleWorkersAreBoundedAndEndAtClose(t *testing.T) {
+	const burst = maxIdleWorkers + 44
+	f := &fixture{started: make(chan string, burst), release: make(chan struct{})}
+	fx := startFixtureWith(t, testConfig(), f, f.handle)
+	c := dial(t, f.addr)
+	results := make([]<-chan error, burst)
+	for i := range results {
+		results[i] = getInBackground(t, c, keyBlock)
+	}
+	for range burst {
+		recv(t, f.started, "a blocking handler")
+	}
+	srv := fx.srv
+	if n := srv.idle.Load(); n != 0 {
+		t.Fatalf("%d workers idle while all %d run a request", n, burst)
+	}
+	f.unblock()
+	for _, r := range results {
+		if err := recv(t, r, "a call"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the workers to finish", func() bool { return srv.idle.Load() == maxIdleWorkers })
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the idle workers to exit", func() bool { return srv.idle.Load() == 0 })
+	waitFor(t, "their goroutines to end", func() bool { return runtime.NumGoroutine() <= before-maxIdleWorkers })
 }
