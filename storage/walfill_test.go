@@ -2,7 +2,6 @@ package storage
 
 import (
 	"bytes"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -37,14 +36,15 @@ func createTemp(t *testing.T, name string) (vfs.File, string) {
 	return f, path
 }
 
-func readAll(t *testing.T, f vfs.File) []byte {
+// closeAndRead closes w (which stops its filler) and returns the file's
+// whole content.
+func closeAndRead(t *testing.T, w vfs.File, path string) []byte {
 	t.Helper()
-	st, err := f.Stat()
-	if err != nil {
+	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, st.Size())
-	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -87,15 +87,7 @@ func TestWALFillWriteWaitsForTheFillItWouldOverlap(t *testing.T) {
 		t.Fatalf("the next fill starts at %d, inside the log (%d bytes)", off, len(data))
 	}
 	close(held.release)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f, err := vfs.Default.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	got := readAll(t, f)
+	got := closeAndRead(t, w, path)
 	if !bytes.Equal(got[:len(data)], data) {
 		t.Fatal("the log's bytes were overwritten")
 	}
@@ -132,15 +124,7 @@ func TestWALFillKeepsZerosAheadOfTheLog(t *testing.T) {
 		st, err := w.Stat()
 		return err == nil && st.Size() >= int64(len(log))+ahead/2
 	})
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := vfs.Default.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	got := readAll(t, r)
+	got := closeAndRead(t, w, name)
 	if !bytes.Equal(got[:len(log)], log) {
 		i := 0
 		for got[i] == log[i] {
@@ -174,13 +158,7 @@ func TestWALFillRecycledFileFillsBeyondItsSize(t *testing.T) {
 		st, err := f.Stat()
 		return err == nil && st.Size() >= int64(len(data))+1<<20
 	})
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(dir, "000004.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := closeAndRead(t, f, filepath.Join(dir, "000004.log"))
 	switch {
 	case !bytes.Equal(got[:len(data)], data):
 		t.Fatalf("the new log reads %q", got[:len(data)])
