@@ -323,7 +323,7 @@ func (c *cluster) checkSettledByKvctl(absent []string) map[string]int {
 			c.t.Errorf("kvctl plan: partition %d has nonvoters %v (moving %v)", p.ID, p.Nonvoters, p.Moving)
 		}
 	}
-	var parts []struct {
+	type partJSON struct {
 		ID              uint32   `json:"id"`
 		Leader          string   `json:"leader"`
 		Voters          []string `json:"voters"`
@@ -331,7 +331,15 @@ func (c *cluster) checkSettledByKvctl(absent []string) map[string]int {
 		Moving          bool     `json:"moving"`
 		UnderReplicated bool     `json:"under_replicated"`
 	}
-	c.kvctlJSON(eps, &parts, "partitions")
+	var parts []partJSON
+	// A leader may be changing hands right now (the leader balancer runs
+	// on its own schedule): wait, bounded, for every partition to have one.
+	// The placement checks below are not retried.
+	poll(5*time.Second, 100*time.Millisecond, func() bool {
+		parts = nil
+		c.kvctlJSON(eps, &parts, "partitions")
+		return !slices.ContainsFunc(parts, func(p partJSON) bool { return p.Leader == "" })
+	})
 	if len(parts) != 16 {
 		c.t.Errorf("kvctl partitions lists %d partitions, want 16", len(parts))
 	}
