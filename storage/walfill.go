@@ -29,9 +29,9 @@ import (
 // Correctness never depends on the filler: an fdatasync of a write past the
 // filled region still commits the size it needs, only slower. What the code
 // below must guarantee is that zeros never land on a byte the log wrote. The
-// filler writes only at or beyond `end`, the end of every write Pebble has
-// begun (reserved under the lock before the write is issued), and a write
-// that would reach into a range being filled waits for that fill to finish.
+// filler writes only beyond `end`, the end of every write Pebble has begun
+// (reserved under the lock before the write is issued), and a write that
+// would reach into a range being filled waits for that fill to finish.
 type walFillFS struct {
 	vfs.FS
 	ahead int64
@@ -46,9 +46,10 @@ const walCategory vfs.DiskWriteCategory = "pebble-wal"
 // piece bounds that extra work.
 const walFillPiece = 256 << 10
 
-// walFillSlack is how far beyond the log's end the filler starts when it is
-// behind (a new file, or a log that outran it), so that the log's next
-// writes do not wait for the piece it is writing.
+// walFillSlack is how far beyond the log's end the filler starts when the
+// log has reached the filled region (a new file, or a log that outran the
+// fill), so that the log's next writes do not wait for the piece it is
+// writing.
 const walFillSlack = 64 << 10
 
 // walZeros is what the filler writes; nothing writes into it.
@@ -89,8 +90,10 @@ type walFillFile struct {
 	// end is the offset after the last write begun: Pebble writes the log
 	// sequentially, so every byte it wrote or is writing lies below end.
 	end int64
-	// filled: [0, filled) holds the log or zeros written and synced by the
-	// filler (or the recycled file's old content).
+	// filled: the filler has written and synced zeros up to here. Below
+	// it lie the log, those zeros, a recycled file's old content, or the
+	// hole left where the filler skipped ahead of a log that caught up
+	// with it.
 	filled int64
 	// fillFrom is where the fill in flight starts; -1 when none is.
 	fillFrom int64
@@ -140,8 +143,8 @@ func (w *walFillFile) Close() error {
 }
 
 // fill runs until Close, filling up to end+ahead with zeros whenever a write
-// asks for it, from where it stopped, or walFillSlack beyond the log's end
-// if the log has caught up with it.
+// asks for it: from where it stopped, or walFillSlack beyond the log's end
+// if the log has reached that point.
 func (w *walFillFile) fill() {
 	defer close(w.done)
 	for {
@@ -153,8 +156,12 @@ func (w *walFillFile) fill() {
 		for {
 			w.mu.Lock()
 			from := w.filled
-			if from < w.end+walFillSlack {
-				from = w.end + walFillSlack // behind: leave the log room
+			if from <= w.end {
+				// Behind (a new file, or a log that outran the fill):
+				// leave the log room, so its next writes do not wait
+				// for this piece. [end, from) stays a hole the log
+				// writes into as it would without the filler.
+				from = w.end + walFillSlack
 			}
 			to := min(w.end+w.ahead, from+walFillPiece)
 			if to <= from {
