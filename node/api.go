@@ -41,15 +41,32 @@ func (s kvService) Get(ctx context.Context, req *connect.Request[ringkvv1.GetReq
 		return nil, invalidArg("unknown consistency %q: use %q or %q", m.Consistency, consistencyStrong, consistencyEventual)
 	}
 	pid := uint32(n.ring.Of(m.Key))
+	answer := func(rd replica.Read) (*connect.Response[ringkvv1.GetResponse], error) {
+		if !rd.Found {
+			return nil, errNotFound
+		}
+		return connect.NewResponse(&ringkvv1.GetResponse{
+			Key: m.Key, Value: rd.Value, Version: rd.Version,
+			Receipt: &ringkvv1.ReadReceipt{ServedBy: n.cfg.Name, AppliedIndex: rd.AppliedIndex, Leader: rd.Leader, Partition: pid},
+		}), nil
+	}
+	if !strong {
+		// An eventual read that a voter here can serve never waits, so it
+		// needs neither the retry loop nor the earlier deadline withRetry
+		// derives (a context.WithTimeout per read). Anything else, an
+		// error included, takes the loop below.
+		if r := n.eventualReplica(pid); r != nil {
+			if rd, err := r.ReadEventual(m.Key); err == nil {
+				resp, err := answer(rd)
+				return resp, n.apiError(err)
+			}
+		}
+	}
 	var resp *connect.Response[ringkvv1.GetResponse]
 	err := n.withRetry(ctx, func(ctx context.Context) error {
 		r := n.replica(pid)
-		if r != nil && !strong {
-			// Only a voter serves eventual reads: a replica still catching
-			// up, or one removed from its group, has nothing to promise.
-			if _, voter, _ := r.Membership(); !voter {
-				r = nil
-			}
+		if !strong {
+			r = n.eventualReplica(pid)
 		}
 		if r == nil || (strong && !r.IsLeader()) {
 			out, err := forward(ctx, n, req, pid, !strong, false, func(c ringkvv1connect.KVClient, ctx context.Context, req *connect.Request[ringkvv1.GetRequest]) (*connect.Response[ringkvv1.GetResponse], error) {
@@ -68,16 +85,24 @@ func (s kvService) Get(ctx context.Context, req *connect.Request[ringkvv1.GetReq
 		if err != nil {
 			return err
 		}
-		if !rd.Found {
-			return errNotFound
-		}
-		resp = connect.NewResponse(&ringkvv1.GetResponse{
-			Key: m.Key, Value: rd.Value, Version: rd.Version,
-			Receipt: &ringkvv1.ReadReceipt{ServedBy: n.cfg.Name, AppliedIndex: rd.AppliedIndex, Leader: rd.Leader, Partition: pid},
-		})
-		return nil
+		resp, err = answer(rd)
+		return err
 	})
 	return resp, n.apiError(err)
+}
+
+// eventualReplica returns this node's replica of partition pid if it may
+// serve eventual reads, or nil. Only a voter serves them: a replica still
+// catching up, or one removed from its group, has nothing to promise.
+func (n *Node) eventualReplica(pid uint32) *replica.Replica {
+	r := n.replica(pid)
+	if r == nil {
+		return nil
+	}
+	if _, voter, _ := r.Membership(); !voter {
+		return nil
+	}
+	return r
 }
 
 func (s kvService) Put(ctx context.Context, req *connect.Request[ringkvv1.PutRequest]) (*connect.Response[ringkvv1.PutResponse], error) {
