@@ -225,6 +225,10 @@ type Raft struct {
 	// a quiet follower woke or its heartbeat failed, so its long quiet lease
 	// is over and the next check must not wait for it.
 	leaseCheckCh chan struct{}
+	// rareBell and rareWaiting let the main loops wait on few channels
+	// while no rare request is pending (rare.go).
+	rareBell    chan struct{}
+	rareWaiting atomic.Int32
 
 	// mainThreadSaturation measures the saturation of the main raft goroutine.
 	mainThreadSaturation *saturationMetric
@@ -592,6 +596,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		leaderNotifyCh:        make(chan struct{}, 1),
 		followerNotifyCh:      make(chan struct{}, 1),
 		leaseCheckCh:          make(chan struct{}, 1),
+		rareBell:              make(chan struct{}, 1),
 		mainThreadSaturation:  newSaturationMetric([]string{"raft", "thread", "main", "saturation"}, 1*time.Second),
 		preVoteDisabled:       conf.PreVoteDisabled || !transportSupportPreVote,
 		noLegacyTelemetry:     conf.NoLegacyTelemetry,
@@ -793,9 +798,9 @@ func (r *Raft) ReloadConfig(rc ReloadableConfig) error {
 	if rc.HeartbeatTimeout < oldCfg.HeartbeatTimeout {
 		// On leader, ensure replication loops running with a longer
 		// timeout than what we want now discover the change.
-		asyncNotifyCh(r.leaderNotifyCh)
+		r.notifyRare(r.leaderNotifyCh)
 		// On follower, update current timer to use the shorter new value.
-		asyncNotifyCh(r.followerNotifyCh)
+		r.notifyRare(r.followerNotifyCh)
 	}
 	return nil
 }
@@ -830,12 +835,16 @@ func (r *Raft) BootstrapCluster(configuration Configuration) Future {
 	bootstrapReq := &bootstrapFuture{}
 	bootstrapReq.init()
 	bootstrapReq.configuration = configuration
-	select {
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
-	case r.bootstrapCh <- bootstrapReq:
-		return bootstrapReq
-	}
+	var f Future
+	r.rareSend(func() {
+		select {
+		case <-r.shutdownCh:
+			f = errorFuture{ErrRaftShutdown}
+		case r.bootstrapCh <- bootstrapReq:
+			f = bootstrapReq
+		}
+	})
+	return f
 }
 
 // Leader is used to return the current leader of the cluster.
@@ -1136,16 +1145,22 @@ func (r *Raft) Restore(meta *SnapshotMeta, reader io.Reader, timeout time.Durati
 		reader: reader,
 	}
 	restore.init()
-	select {
-	case <-timer:
-		return ErrEnqueueTimeout
-	case <-r.shutdownCh:
-		return ErrRaftShutdown
-	case r.userRestoreCh <- restore:
-		// If the restore is ingested then wait for it to complete.
-		if err := restore.Error(); err != nil {
-			return err
+	var enqueueErr error
+	r.rareSend(func() {
+		select {
+		case <-timer:
+			enqueueErr = ErrEnqueueTimeout
+		case <-r.shutdownCh:
+			enqueueErr = ErrRaftShutdown
+		case r.userRestoreCh <- restore:
 		}
+	})
+	if enqueueErr != nil {
+		return enqueueErr
+	}
+	// The restore is ingested: wait for it to complete.
+	if err := restore.Error(); err != nil {
+		return err
 	}
 
 	// Apply a no-op log entry. Waiting for this allows us to wait until the

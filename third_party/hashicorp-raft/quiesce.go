@@ -151,7 +151,7 @@ func (r *Raft) quiesceAnswered(s *followerReplication, req *AppendEntriesRequest
 func (r *Raft) quietFollowerLost(s *followerReplication, offered bool) {
 	if s.quiet.Load() || offered {
 		s.setQuiet(false)
-		asyncNotifyCh(r.leaseCheckCh)
+		r.notifyRare(r.leaseCheckCh)
 	}
 }
 
@@ -174,7 +174,7 @@ func (r *Raft) wakeFollowers(now time.Time) {
 		// The next lease check may be a quiet lease away: bring it back to
 		// the normal cadence, or a follower lost after this write would be
 		// noticed only then.
-		asyncNotifyCh(r.leaseCheckCh)
+		r.notifyRare(r.leaseCheckCh)
 	}
 }
 
@@ -219,7 +219,7 @@ func (r *Raft) quiesceFollower(a *AppendEntriesRequest) bool {
 		return true
 	}
 	if r.quiescent.Swap(false) {
-		asyncNotifyCh(r.followerNotifyCh) // re-arm the election timer at HeartbeatTimeout
+		r.notifyRare(r.followerNotifyCh) // re-arm the election timer at HeartbeatTimeout
 	}
 	return false
 }
@@ -243,6 +243,6 @@ func (r *Raft) Quiescent() bool { return r.quiescent.Load() }
 // learned that the leader's node is down. A no-op when not quiet.
 func (r *Raft) Wake() {
 	if r.quiescent.Swap(false) {
-		asyncNotifyCh(r.followerNotifyCh)
+		r.notifyRare(r.followerNotifyCh)
 	}
 }

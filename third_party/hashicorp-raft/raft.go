@@ -122,14 +122,18 @@ func (r *Raft) requestConfigChange(req configurationChangeRequest, timeout time.
 		req: req,
 	}
 	future.init()
-	select {
-	case <-timer:
-		return errorFuture{ErrEnqueueTimeout}
-	case r.configurationChangeCh <- future:
-		return future
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
-	}
+	var f IndexFuture
+	r.rareSend(func() {
+		select {
+		case <-timer:
+			f = errorFuture{ErrEnqueueTimeout}
+		case r.configurationChangeCh <- future:
+			f = future
+		case <-r.shutdownCh:
+			f = errorFuture{ErrRaftShutdown}
+		}
+	})
+	return f
 }
 
 // run the main thread that handles leadership and RPC requests.
@@ -166,12 +170,36 @@ func (r *Raft) runFollower() {
 	for r.getState() == Follower {
 		r.mainThreadSaturation.sleeping()
 
+		// The rare channels are nil, and skipped, unless a request on one
+		// of them is pending (rare.go).
+		var (
+			configurationChangeCh chan *configurationChangeFuture
+			userRestoreCh         chan *userRestoreFuture
+			leadershipTransferCh  chan *leadershipTransferFuture
+			configurationsCh      chan *configurationsFuture
+			bootstrapCh           chan *bootstrapFuture
+			leaderNotifyCh        chan struct{}
+			followerNotifyCh      chan struct{}
+		)
+		if r.rarePending() {
+			configurationChangeCh = r.configurationChangeCh
+			userRestoreCh = r.userRestoreCh
+			leadershipTransferCh = r.leadershipTransferCh
+			configurationsCh = r.configurationsCh
+			bootstrapCh = r.bootstrapCh
+			leaderNotifyCh = r.leaderNotifyCh
+			followerNotifyCh = r.followerNotifyCh
+		}
+
 		select {
 		case rpc := <-r.rpcCh:
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
-		case c := <-r.configurationChangeCh:
+		case <-r.rareBell:
+			// A rare request is pending: the next pass waits for it too.
+
+		case c := <-configurationChangeCh:
 			r.mainThreadSaturation.working()
 			// Reject any operations since we are not the leader
 			c.respond(ErrNotLeader)
@@ -186,29 +214,29 @@ func (r *Raft) runFollower() {
 			// Reject any operations since we are not the leader
 			v.respond(ErrNotLeader)
 
-		case ur := <-r.userRestoreCh:
+		case ur := <-userRestoreCh:
 			r.mainThreadSaturation.working()
 			// Reject any restores since we are not the leader
 			ur.respond(ErrNotLeader)
 
-		case l := <-r.leadershipTransferCh:
+		case l := <-leadershipTransferCh:
 			r.mainThreadSaturation.working()
 			// Reject any operations since we are not the leader
 			l.respond(ErrNotLeader)
 
-		case c := <-r.configurationsCh:
+		case c := <-configurationsCh:
 			r.mainThreadSaturation.working()
 			c.configurations = r.configurations.Clone()
 			c.respond(nil)
 
-		case b := <-r.bootstrapCh:
+		case b := <-bootstrapCh:
 			r.mainThreadSaturation.working()
 			b.respond(r.liveBootstrap(b.configuration))
 
-		case <-r.leaderNotifyCh:
+		case <-leaderNotifyCh:
 			//  Ignore since we are not the leader
 
-		case <-r.followerNotifyCh:
+		case <-followerNotifyCh:
 			heartbeatTimer = time.After(0)
 
 		case <-heartbeatTimer:
@@ -683,16 +711,44 @@ func (r *Raft) leaderLoop() {
 	for r.getState() == Leader {
 		r.mainThreadSaturation.sleeping()
 
+		// The rare channels are nil, and skipped, unless a request on one
+		// of them is pending (rare.go).
+		var (
+			stepDownCh            chan struct{}
+			leadershipTransferCh  chan *leadershipTransferFuture
+			userRestoreCh         chan *userRestoreFuture
+			configurationsCh      chan *configurationsFuture
+			configurationChangeCh chan *configurationChangeFuture
+			bootstrapCh           chan *bootstrapFuture
+			leaseCheckCh          chan struct{}
+			leaderNotifyCh        chan struct{}
+			followerNotifyCh      chan struct{}
+		)
+		if r.rarePending() {
+			stepDownCh = r.leaderState.stepDown
+			leadershipTransferCh = r.leadershipTransferCh
+			userRestoreCh = r.userRestoreCh
+			configurationsCh = r.configurationsCh
+			configurationChangeCh = r.configurationChangeChIfStable()
+			bootstrapCh = r.bootstrapCh
+			leaseCheckCh = r.leaseCheckCh
+			leaderNotifyCh = r.leaderNotifyCh
+			followerNotifyCh = r.followerNotifyCh
+		}
+
 		select {
 		case rpc := <-r.rpcCh:
 			r.mainThreadSaturation.working()
 			r.processRPC(rpc)
 
-		case <-r.leaderState.stepDown:
+		case <-r.rareBell:
+			// A rare request is pending: the next pass waits for it too.
+
+		case <-stepDownCh:
 			r.mainThreadSaturation.working()
 			r.setState(Follower)
 
-		case future := <-r.leadershipTransferCh:
+		case future := <-leadershipTransferCh:
 			r.mainThreadSaturation.working()
 			if r.getLeadershipTransferInProgress() {
 				r.logger.Debug(ErrLeadershipTransferInProgress.Error())
@@ -873,7 +929,7 @@ func (r *Raft) leaderLoop() {
 				v.respond(nil)
 			}
 
-		case future := <-r.userRestoreCh:
+		case future := <-userRestoreCh:
 			r.mainThreadSaturation.working()
 			if r.getLeadershipTransferInProgress() {
 				r.logger.Debug(ErrLeadershipTransferInProgress.Error())
@@ -883,7 +939,7 @@ func (r *Raft) leaderLoop() {
 			err := r.restoreUserSnapshot(future.meta, future.reader)
 			future.respond(err)
 
-		case future := <-r.configurationsCh:
+		case future := <-configurationsCh:
 			r.mainThreadSaturation.working()
 			if r.getLeadershipTransferInProgress() {
 				r.logger.Debug(ErrLeadershipTransferInProgress.Error())
@@ -893,7 +949,7 @@ func (r *Raft) leaderLoop() {
 			future.configurations = r.configurations.Clone()
 			future.respond(nil)
 
-		case future := <-r.configurationChangeChIfStable():
+		case future := <-configurationChangeCh:
 			r.mainThreadSaturation.working()
 			if r.getLeadershipTransferInProgress() {
 				r.logger.Debug(ErrLeadershipTransferInProgress.Error())
@@ -902,7 +958,7 @@ func (r *Raft) leaderLoop() {
 			}
 			r.appendConfigurationEntry(future)
 
-		case b := <-r.bootstrapCh:
+		case b := <-bootstrapCh:
 			r.mainThreadSaturation.working()
 			b.respond(ErrCantBootstrap)
 
@@ -935,7 +991,7 @@ func (r *Raft) leaderLoop() {
 				r.dispatchLogs(ready)
 			}
 
-		case <-r.leaseCheckCh:
+		case <-leaseCheckCh:
 			// RingKV (quiesce.go): a quiet follower was lost; check soon,
 			// not when its quiet lease would have run out.
 			lease = time.After(0)
@@ -954,12 +1010,12 @@ func (r *Raft) leaderLoop() {
 			// Renew the lease timer
 			lease = time.After(checkInterval)
 
-		case <-r.leaderNotifyCh:
+		case <-leaderNotifyCh:
 			for _, repl := range r.leaderState.replState {
 				asyncNotifyCh(repl.notifyCh)
 			}
 
-		case <-r.followerNotifyCh:
+		case <-followerNotifyCh:
 			//  Ignore since we are not a follower
 
 		case <-r.shutdownCh:
@@ -2335,14 +2391,18 @@ func (r *Raft) initiateLeadershipTransfer(id *ServerID, address *ServerAddress) 
 		return future
 	}
 
-	select {
-	case r.leadershipTransferCh <- future:
-		return future
-	case <-r.shutdownCh:
-		return errorFuture{ErrRaftShutdown}
-	default:
-		return errorFuture{ErrEnqueueTimeout}
-	}
+	var f LeadershipTransferFuture
+	r.rareSend(func() {
+		select {
+		case r.leadershipTransferCh <- future:
+			f = future
+		case <-r.shutdownCh:
+			f = errorFuture{ErrRaftShutdown}
+		default:
+			f = errorFuture{ErrEnqueueTimeout}
+		}
+	})
+	return f
 }
 
 // timeoutNow is what happens when a server receives a TimeoutNowRequest.

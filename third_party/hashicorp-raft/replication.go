@@ -683,7 +683,7 @@ func appendStats(peer string, start time.Time, logs float32, skipLegacy bool) {
 func (r *Raft) handleStaleTerm(s *followerReplication) {
 	r.logger.Error("peer has newer term, stopping replication", "peer", s.peer)
 	s.notifyAll(false) // No longer leader
-	asyncNotifyCh(s.stepDown)
+	r.notifyRare(s.stepDown)
 }
 
 // updateLastAppended is used to update follower replication state after a

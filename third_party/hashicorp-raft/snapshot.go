@@ -152,9 +152,15 @@ func (r *Raft) takeSnapshot() (string, error) {
 	configReq := &configurationsFuture{}
 	configReq.ShutdownCh = r.shutdownCh
 	configReq.init()
-	select {
-	case r.configurationsCh <- configReq:
-	case <-r.shutdownCh:
+	shutdown := false
+	r.rareSend(func() {
+		select {
+		case r.configurationsCh <- configReq:
+		case <-r.shutdownCh:
+			shutdown = true
+		}
+	})
+	if shutdown {
 		return "", ErrRaftShutdown
 	}
 	if err := configReq.Error(); err != nil {
