@@ -57,8 +57,8 @@ func TestElasticRemovedWhileCutOff(t *testing.T) {
 		}
 	}
 	t.Cleanup(resume) // the harness's shutdown needs it running
-	if !poll(30*time.Second, 200*time.Millisecond, func() bool { return c.membersByName()[name].Status == "dead" }) {
-		t.Fatalf("the other nodes do not see the stopped %s dead within 30 s", name)
+	if !poll(30*time.Second, 200*time.Millisecond, func() bool { return c.deadToAll(name) }) {
+		t.Fatalf("the other nodes do not all see the stopped %s dead within 30 s", name)
 	}
 	if r := c.kvctlAt(c.endpoints(c.runningNodes()...), "remove", name); r.code != 0 {
 		t.Fatalf("kvctl remove %s: %v", name, r)

@@ -409,8 +409,28 @@ type memberFlags struct {
 // membersByName runs `kvctl members -o json` against the running nodes.
 func (c *cluster) membersByName() map[string]memberFlags {
 	c.t.Helper()
+	return c.membersSeenBy(c.endpoints(c.runningNodes()...))
+}
+
+// deadToAll reports whether every running node's gossip shows name dead.
+// kvctl asks one node at a time, and a node learns of a death a moment
+// after the first one marks it: a test that acts on "dead" through any node
+// must wait for all of them.
+func (c *cluster) deadToAll(name string) bool {
+	c.t.Helper()
+	for _, i := range c.runningNodes() {
+		if c.membersSeenBy(c.endpoints(i))[name].Status != "dead" {
+			return false
+		}
+	}
+	return true
+}
+
+// membersSeenBy is kvctl members -o json through endpoints, by name.
+func (c *cluster) membersSeenBy(endpoints []string) map[string]memberFlags {
+	c.t.Helper()
 	var list []memberFlags
-	c.kvctlJSON(c.endpoints(c.runningNodes()...), &list, "members")
+	c.kvctlJSON(endpoints, &list, "members")
 	out := map[string]memberFlags{}
 	for _, m := range list {
 		out[m.Name] = m
