@@ -64,8 +64,10 @@ func (s kvService) Get(ctx context.Context, req *connect.Request[ringkvv1.GetReq
 	}
 	var resp *connect.Response[ringkvv1.GetResponse]
 	err := n.withRetry(ctx, func(ctx context.Context) error {
-		r := n.replica(pid)
-		if !strong {
+		var r *replica.Replica
+		if strong {
+			r = n.replica(pid)
+		} else {
 			r = n.eventualReplica(pid)
 		}
 		if r == nil || (strong && !r.IsLeader()) {
