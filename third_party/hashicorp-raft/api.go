@@ -13,7 +13,7 @@ import (
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
-	metrics "github.com/hashicorp/go-metrics"
+	metrics "github.com/hashicorp/raft/internal/nometrics"
 )
 
 const (
@@ -116,6 +116,14 @@ type Raft struct {
 
 	// fsmSnapshotCh is used to trigger a new snapshot being taken
 	fsmSnapshotCh chan *reqSnapshotFuture
+
+	// RingKV (ninth part of the patch, fsm.go): fsmRunner applies to the
+	// FSM, on runFSM or, through applyInline, on the main loop. fsmLock is
+	// held around every call into the FSM; fsmQueued counts the requests
+	// sent on fsmMutateCh that runFSM has not finished.
+	fsmRunner *fsmRunner
+	fsmLock   sync.Mutex
+	fsmQueued atomic.Int64
 
 	// lastContact is the last time we had contact from the
 	// leader node. This can be used to gauge staleness.
@@ -597,7 +605,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		followerNotifyCh:      make(chan struct{}, 1),
 		leaseCheckCh:          make(chan struct{}, 1),
 		rareBell:              make(chan struct{}, 1),
-		mainThreadSaturation:  newSaturationMetric([]string{"raft", "thread", "main", "saturation"}, 1*time.Second),
+		mainThreadSaturation:  nil, // RingKV: measures nothing (saturation.go)
 		preVoteDisabled:       conf.PreVoteDisabled || !transportSupportPreVote,
 		noLegacyTelemetry:     conf.NoLegacyTelemetry,
 		RestoreCommittedLogs:  conf.RestoreCommittedLogs,
@@ -607,6 +615,7 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 	}
 
 	r.conf.Store(*conf)
+	r.fsmRunner = newFSMRunner(r)
 
 	// Initialize as a follower.
 	r.setState(Follower)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-metrics"
+	metrics "github.com/hashicorp/raft/internal/nometrics"
 )
 
 // FSM is implemented by clients to make use of the replicated log.
@@ -80,159 +80,185 @@ type FSMSnapshot interface {
 	Release()
 }
 
+// fsmRunner applies logs, restores and snapshots the FSM. RingKV (ninth
+// part of the patch, RINGKV.md): upstream keeps this state in runFSM's
+// closures; here it is shared by runFSM and the main loop, which applies a
+// batch itself when runFSM has nothing queued (applyInline). Every call
+// into the FSM and every use of lastIndex and lastTerm holds Raft.fsmLock,
+// so the FSM still sees one call at a time, in log order.
+type fsmRunner struct {
+	r                  *Raft
+	lastIndex          uint64
+	lastTerm           uint64
+	batchingFSM        BatchingFSM
+	batchingEnabled    bool
+	configStore        ConfigurationStore
+	configStoreEnabled bool
+}
+
+func newFSMRunner(r *Raft) *fsmRunner {
+	f := &fsmRunner{r: r}
+	f.batchingFSM, f.batchingEnabled = r.fsm.(BatchingFSM)
+	f.configStore, f.configStoreEnabled = r.fsm.(ConfigurationStore)
+	return f
+}
+
+func (f *fsmRunner) applySingle(req *commitTuple) {
+	r := f.r
+	// Apply the log if a command or config change
+	var resp interface{}
+	// Make sure we send a response
+	defer func() {
+		// Invoke the future if given
+		if req.future != nil {
+			req.future.response = resp
+			req.future.respond(nil)
+		}
+	}()
+
+	switch req.log.Type {
+	case LogCommand:
+		start := time.Now()
+		resp = r.fsm.Apply(req.log)
+		metrics.MeasureSince([]string{"raft", "fsm", "apply"}, start)
+
+	case LogConfiguration:
+		if !f.configStoreEnabled {
+			// Return early to avoid incrementing the index and term for
+			// an unimplemented operation.
+			return
+		}
+
+		start := time.Now()
+		f.configStore.StoreConfiguration(req.log.Index, DecodeConfiguration(req.log.Data))
+		metrics.MeasureSince([]string{"raft", "fsm", "store_config"}, start)
+	}
+
+	// Update the indexes
+	f.lastIndex = req.log.Index
+	f.lastTerm = req.log.Term
+}
+
+// shouldSend reports whether a log goes to the FSM: only LogCommand and
+// LogConfiguration do; LogBarrier and the others are not sent.
+func shouldSend(l *Log) bool {
+	switch l.Type {
+	case LogCommand, LogConfiguration:
+		return true
+	}
+	return false
+}
+
+func (f *fsmRunner) applyBatch(reqs []*commitTuple) {
+	if !f.batchingEnabled {
+		for _, ct := range reqs {
+			f.applySingle(ct)
+		}
+		return
+	}
+
+	var lastBatchIndex, lastBatchTerm uint64
+	sendLogs := make([]*Log, 0, len(reqs))
+	for _, req := range reqs {
+		if shouldSend(req.log) {
+			sendLogs = append(sendLogs, req.log)
+		}
+		lastBatchIndex = req.log.Index
+		lastBatchTerm = req.log.Term
+	}
+
+	var responses []interface{}
+	if len(sendLogs) > 0 {
+		start := time.Now()
+		responses = f.batchingFSM.ApplyBatch(sendLogs)
+		metrics.MeasureSince([]string{"raft", "fsm", "applyBatch"}, start)
+		metrics.AddSample([]string{"raft", "fsm", "applyBatchNum"}, float32(len(reqs)))
+
+		// Ensure we get the expected responses
+		if len(sendLogs) != len(responses) {
+			panic("invalid number of responses")
+		}
+	}
+
+	// Update the indexes
+	f.lastIndex = lastBatchIndex
+	f.lastTerm = lastBatchTerm
+
+	var i int
+	for _, req := range reqs {
+		var resp interface{}
+		// If the log was sent to the FSM, retrieve the response.
+		if shouldSend(req.log) {
+			resp = responses[i]
+			i++
+		}
+
+		if req.future != nil {
+			req.future.response = resp
+			req.future.respond(nil)
+		}
+	}
+}
+
+func (f *fsmRunner) restore(req *restoreFuture) {
+	r := f.r
+	// Open the snapshot
+	meta, source, err := r.snapshots.Open(req.ID)
+	if err != nil {
+		req.respond(fmt.Errorf("failed to open snapshot %v: %v", req.ID, err))
+		return
+	}
+	defer func() { _ = source.Close() }()
+
+	snapLogger := r.logger.With(
+		"id", req.ID,
+		"last-index", meta.Index,
+		"last-term", meta.Term,
+		"size-in-bytes", meta.Size,
+	)
+
+	// Attempt to restore
+	if err := fsmRestoreAndMeasure(snapLogger, r.fsm, source, meta.Size); err != nil {
+		req.respond(fmt.Errorf("failed to restore snapshot %v: %v", req.ID, err))
+		return
+	}
+
+	// Update the last index and term
+	f.lastIndex = meta.Index
+	f.lastTerm = meta.Term
+	req.respond(nil)
+}
+
+func (f *fsmRunner) snapshot(req *reqSnapshotFuture) {
+	// Is there something to snapshot?
+	if f.lastIndex == 0 {
+		req.respond(ErrNothingNewToSnapshot)
+		return
+	}
+
+	// Start a snapshot
+	start := time.Now()
+	snap, err := f.r.fsm.Snapshot()
+	metrics.MeasureSince([]string{"raft", "fsm", "snapshot"}, start)
+
+	// Respond to the request
+	req.index = f.lastIndex
+	req.term = f.lastTerm
+	req.snapshot = snap
+	req.respond(err)
+}
+
 // runFSM is a long running goroutine responsible for applying logs
 // to the FSM. This is done async of other logs since we don't want
 // the FSM to block our internal operations.
+//
+// RingKV: it takes Raft.fsmLock around each request, and uncounts a
+// request of fsmMutateCh (Raft.fsmQueued) only once it is done, so the main
+// loop applies a batch itself only when every batch it queued before has
+// been applied.
 func (r *Raft) runFSM() {
-	var lastIndex, lastTerm uint64
-
-	batchingFSM, batchingEnabled := r.fsm.(BatchingFSM)
-	configStore, configStoreEnabled := r.fsm.(ConfigurationStore)
-
-	applySingle := func(req *commitTuple) {
-		// Apply the log if a command or config change
-		var resp interface{}
-		// Make sure we send a response
-		defer func() {
-			// Invoke the future if given
-			if req.future != nil {
-				req.future.response = resp
-				req.future.respond(nil)
-			}
-		}()
-
-		switch req.log.Type {
-		case LogCommand:
-			start := time.Now()
-			resp = r.fsm.Apply(req.log)
-			metrics.MeasureSince([]string{"raft", "fsm", "apply"}, start)
-
-		case LogConfiguration:
-			if !configStoreEnabled {
-				// Return early to avoid incrementing the index and term for
-				// an unimplemented operation.
-				return
-			}
-
-			start := time.Now()
-			configStore.StoreConfiguration(req.log.Index, DecodeConfiguration(req.log.Data))
-			metrics.MeasureSince([]string{"raft", "fsm", "store_config"}, start)
-		}
-
-		// Update the indexes
-		lastIndex = req.log.Index
-		lastTerm = req.log.Term
-	}
-
-	applyBatch := func(reqs []*commitTuple) {
-		if !batchingEnabled {
-			for _, ct := range reqs {
-				applySingle(ct)
-			}
-			return
-		}
-
-		// Only send LogCommand and LogConfiguration log types. LogBarrier types
-		// will not be sent to the FSM.
-		shouldSend := func(l *Log) bool {
-			switch l.Type {
-			case LogCommand, LogConfiguration:
-				return true
-			}
-			return false
-		}
-
-		var lastBatchIndex, lastBatchTerm uint64
-		sendLogs := make([]*Log, 0, len(reqs))
-		for _, req := range reqs {
-			if shouldSend(req.log) {
-				sendLogs = append(sendLogs, req.log)
-			}
-			lastBatchIndex = req.log.Index
-			lastBatchTerm = req.log.Term
-		}
-
-		var responses []interface{}
-		if len(sendLogs) > 0 {
-			start := time.Now()
-			responses = batchingFSM.ApplyBatch(sendLogs)
-			metrics.MeasureSince([]string{"raft", "fsm", "applyBatch"}, start)
-			metrics.AddSample([]string{"raft", "fsm", "applyBatchNum"}, float32(len(reqs)))
-
-			// Ensure we get the expected responses
-			if len(sendLogs) != len(responses) {
-				panic("invalid number of responses")
-			}
-		}
-
-		// Update the indexes
-		lastIndex = lastBatchIndex
-		lastTerm = lastBatchTerm
-
-		var i int
-		for _, req := range reqs {
-			var resp interface{}
-			// If the log was sent to the FSM, retrieve the response.
-			if shouldSend(req.log) {
-				resp = responses[i]
-				i++
-			}
-
-			if req.future != nil {
-				req.future.response = resp
-				req.future.respond(nil)
-			}
-		}
-	}
-
-	restore := func(req *restoreFuture) {
-		// Open the snapshot
-		meta, source, err := r.snapshots.Open(req.ID)
-		if err != nil {
-			req.respond(fmt.Errorf("failed to open snapshot %v: %v", req.ID, err))
-			return
-		}
-		defer func() { _ = source.Close() }()
-
-		snapLogger := r.logger.With(
-			"id", req.ID,
-			"last-index", meta.Index,
-			"last-term", meta.Term,
-			"size-in-bytes", meta.Size,
-		)
-
-		// Attempt to restore
-		if err := fsmRestoreAndMeasure(snapLogger, r.fsm, source, meta.Size); err != nil {
-			req.respond(fmt.Errorf("failed to restore snapshot %v: %v", req.ID, err))
-			return
-		}
-
-		// Update the last index and term
-		lastIndex = meta.Index
-		lastTerm = meta.Term
-		req.respond(nil)
-	}
-
-	snapshot := func(req *reqSnapshotFuture) {
-		// Is there something to snapshot?
-		if lastIndex == 0 {
-			req.respond(ErrNothingNewToSnapshot)
-			return
-		}
-
-		// Start a snapshot
-		start := time.Now()
-		snap, err := r.fsm.Snapshot()
-		metrics.MeasureSince([]string{"raft", "fsm", "snapshot"}, start)
-
-		// Respond to the request
-		req.index = lastIndex
-		req.term = lastTerm
-		req.snapshot = snap
-		req.respond(err)
-	}
-
-	saturation := newSaturationMetric([]string{"raft", "thread", "fsm", "saturation"}, 1*time.Second)
+	f := r.fsmRunner
+	var saturation *saturationMetric // RingKV: measures nothing (saturation.go)
 
 	for {
 		saturation.sleeping()
@@ -241,26 +267,69 @@ func (r *Raft) runFSM() {
 		case ptr := <-r.fsmMutateCh:
 			saturation.working()
 
+			r.fsmLock.Lock()
 			switch req := ptr.(type) {
 			case []*commitTuple:
-				applyBatch(req)
+				f.applyBatch(req)
 
 			case *restoreFuture:
-				restore(req)
+				f.restore(req)
 
 			default:
+				r.fsmLock.Unlock()
 				panic(fmt.Errorf("bad type passed to fsmMutateCh: %#v", ptr))
 			}
+			r.fsmLock.Unlock()
+			r.fsmQueued.Add(-1)
 
 		case req := <-r.fsmSnapshotCh:
 			saturation.working()
 
-			snapshot(req)
+			r.fsmLock.Lock()
+			f.snapshot(req)
+			r.fsmLock.Unlock()
 
 		case <-r.shutdownCh:
 			return
 		}
 	}
+}
+
+// sendFSM queues a request (a batch of commitTuples or a *restoreFuture)
+// for runFSM, counting it in fsmQueued first (RingKV). It returns false,
+// with nothing queued, if Raft shuts down first. Only the main loop sends
+// on fsmMutateCh.
+func (r *Raft) sendFSM(req interface{}) bool {
+	r.fsmQueued.Add(1)
+	select {
+	case r.fsmMutateCh <- req:
+		return true
+	case <-r.shutdownCh:
+		r.fsmQueued.Add(-1)
+		return false
+	}
+}
+
+// applyInline applies a batch of committed logs on the calling goroutine,
+// the main loop, when runFSM has nothing queued and is not taking a
+// snapshot; it returns false, having done nothing, otherwise (RingKV, ninth
+// part of the patch). The main loop is the only sender on fsmMutateCh, so
+// fsmQueued == 0 means every batch it queued before has been applied: the
+// FSM still sees the logs in order. Applying here spares the hand-off to
+// runFSM, a goroutine wake-up per batch on every server, and on the leader
+// one hand-off on the path of every write.
+func (r *Raft) applyInline(batch []*commitTuple) bool {
+	if r.fsmQueued.Load() != 0 || !r.fsmLock.TryLock() {
+		return false
+	}
+	defer r.fsmLock.Unlock()
+	select {
+	case <-r.shutdownCh:
+		return false // as upstream: the batch may never be applied
+	default:
+	}
+	r.fsmRunner.applyBatch(batch)
+	return true
 }
 
 // fsmRestoreAndMeasure wraps the Restore call on an FSM to consistently measure

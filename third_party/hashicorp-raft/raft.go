@@ -15,7 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/hashicorp/go-metrics"
+	metrics "github.com/hashicorp/raft/internal/nometrics"
 )
 
 const (
@@ -1236,9 +1236,7 @@ func (r *Raft) restoreUserSnapshot(meta *SnapshotMeta, reader io.Reader) error {
 	fsm := &restoreFuture{ID: sink.ID()}
 	fsm.ShutdownCh = r.shutdownCh
 	fsm.init()
-	select {
-	case r.fsmMutateCh <- fsm:
-	case <-r.shutdownCh:
+	if !r.sendFSM(fsm) {
 		return ErrRaftShutdown
 	}
 	if err := fsm.Error(); err != nil {
@@ -1414,13 +1412,13 @@ func (r *Raft) processLogs(index uint64, futures map[uint64]*logFuture) {
 	}
 
 	applyBatch := func(batch []*commitTuple) {
-		select {
-		case r.fsmMutateCh <- batch:
-		case <-r.shutdownCh:
-			for _, cl := range batch {
-				if cl.future != nil {
-					cl.future.respond(ErrRaftShutdown)
-				}
+		// RingKV: apply here when runFSM is idle (applyInline, fsm.go).
+		if r.applyInline(batch) || r.sendFSM(batch) {
+			return
+		}
+		for _, cl := range batch {
+			if cl.future != nil {
+				cl.future.respond(ErrRaftShutdown)
 			}
 		}
 	}
@@ -2109,9 +2107,7 @@ func (r *Raft) installSnapshot(rpc RPC, req *InstallSnapshotRequest) {
 	future := &restoreFuture{ID: sink.ID()}
 	future.ShutdownCh = r.shutdownCh
 	future.init()
-	select {
-	case r.fsmMutateCh <- future:
-	case <-r.shutdownCh:
+	if !r.sendFSM(future) {
 		future.respond(ErrRaftShutdown)
 		return
 	}

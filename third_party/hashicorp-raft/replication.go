@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-metrics"
+	metrics "github.com/hashicorp/raft/internal/nometrics"
 )
 
 const (

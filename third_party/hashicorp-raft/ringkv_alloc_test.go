@@ -15,6 +15,7 @@ func TestRingKVEntrySlicesAreSizedForTheirEntries(t *testing.T) {
 	}
 	r := &Raft{logs: store, fsmMutateCh: make(chan interface{}, 8), shutdownCh: make(chan struct{})}
 	r.conf.Store(Config{MaxAppendEntries: 256})
+	r.fsmLock.Lock() // as if runFSM were busy: batches go to fsmMutateCh (no inline apply)
 
 	var req AppendEntriesRequest
 	if err := r.setNewLogs(&req, 4, 6); err != nil {

@@ -7,7 +7,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/hashicorp/go-metrics"
+	metrics "github.com/hashicorp/raft/internal/nometrics"
 )
 
 // saturationMetric measures the saturation (percentage of time spent working vs
@@ -53,7 +53,14 @@ func newSaturationMetric(name []string, reportInterval time.Duration) *saturatio
 
 // sleeping records the time at which the loop began waiting for work. After the
 // initial call it must always be proceeded by a call to working.
+//
+// RingKV (tenth part of the patch): a nil metric measures nothing. Raft's
+// own loops use nil ones, as their samples would go to go-metrics, which
+// RingKV does not read (internal/nometrics).
 func (s *saturationMetric) sleeping() {
+	if s == nil {
+		return
+	}
 	now := s.nowFn()
 
 	if !s.sleepBegan.IsZero() {
@@ -70,6 +77,9 @@ func (s *saturationMetric) sleeping() {
 // working records the time at which the loop began working. It must always be
 // proceeded by a call to sleeping.
 func (s *saturationMetric) working() {
+	if s == nil {
+		return
+	}
 	now := s.nowFn()
 
 	if s.workBegan.IsZero() {

@@ -9,7 +9,7 @@ import (
 	"io"
 	"time"
 
-	metrics "github.com/hashicorp/go-metrics"
+	metrics "github.com/hashicorp/raft/internal/nometrics"
 )
 
 // SnapshotMeta is for metadata of a snapshot.
