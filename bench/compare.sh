@@ -11,7 +11,13 @@
 # 10-35% within minutes) favours neither system; the final table gives the
 # mean over the rounds and each round's ratio. ROUNDS=1 is one pass.
 #
-# Knobs (environment): DURATION (10s) per workload, CLIENTS (64), PARTITIONS
+# Every round starts each system on fresh data directories, removed (and the
+# disk synced) once it stops. Before each measured workload, the same
+# workload runs unmeasured for WARMUP (3s; 0 skips it), on both systems, so
+# that the table shows steady state rather than a fresh store's first
+# seconds (memtables still growing, write-ahead log files still new).
+#
+# Knobs (environment): DURATION (10s) per workload, WARMUP (3s), CLIENTS (64), PARTITIONS
 # (64), VALUE_SIZE (100), KEYS (10000), IDLE_SECONDS (10: the servers' CPU is
 # also measured with no load, after start), CONNS (default: the bench tools'
 # one connection per node), PROTOCOL (RingKV's client protocol: native, the
@@ -26,6 +32,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
 CLIENTS=${CLIENTS:-64}
 PARTITIONS=${PARTITIONS:-64}
 VALUE_SIZE=${VALUE_SIZE:-100}
@@ -52,6 +59,7 @@ case $DURATION in
 esac
 [[ $dur_s =~ ^[0-9]+$ ]] || die "DURATION=$DURATION: use whole units such as 10s, 2m or 500ms"
 backstop=$((dur_s * 2 + 300))
+[[ $WARMUP == 0 || $WARMUP =~ ^[0-9]+(ms|s|m)$ ]] || die "WARMUP=$WARMUP: use 0 or whole units such as 3s or 500ms"
 if ! [[ $IDLE_SECONDS =~ ^[0-9]+$ ]] || ((IDLE_SECONDS == 0)); then
   die "IDLE_SECONDS must be a whole number above 0"
 fi
@@ -109,6 +117,13 @@ run_workloads() {
   mkdir -p "$rdir/$sys" "$rdir/load"
   for name in "${WORKLOAD_NAMES[@]}"; do
     read -r -a flags <<<"$(workload_flags "$name")"
+    if [[ $WARMUP != 0 ]]; then
+      timeout -k 10 "$backstop" "$@" --duration "$WARMUP" --value-size "$VALUE_SIZE" --keys "$KEYS" \
+        --timeout 10s -o json "${conns_flag[@]}" "${flags[@]}" >/dev/null &
+      bench_pid=$!
+      wait "$bench_pid" || log "$sys $name: the warm-up failed (exit $?); measuring anyway"
+      bench_pid=""
+    fi
     uptime >"$rdir/load/$sys-$name.txt"
     t0=$(server_cpu_ticks)
     children_cpu_ms c0
@@ -151,6 +166,7 @@ write_meta() {
     echo "date=$meta_date"
     echo "machine=$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "duration=$DURATION"
+    echo "warmup=$WARMUP"
     echo "clients=$CLIENTS"
     echo "conns=${CONNS:-1} per node"
     echo "partitions=$PARTITIONS"
@@ -161,28 +177,32 @@ write_meta() {
   } >"$meta_file"
 }
 
-# run_system SYSTEM: a fresh cluster of SYSTEM, its idle CPU, every workload,
-# into $rdir.
+# run_system SYSTEM: a fresh cluster of SYSTEM (new data directories), its
+# idle CPU, every workload, into $rdir; then its data is removed and the disk
+# synced, so the next cluster starts fresh on a quiet disk.
 run_system() {
-  mkdir -p "$rdir/logs"
+  local dir=$tmp/$1-round$round
+  mkdir -p "$rdir/logs" "$dir"
   case $1 in
     etcd)
       log "starting etcd (3 members, client ports 7441-7443)"
-      start_etcd "$tmp"
+      start_etcd "$dir"
       measure_idle etcd
       run_workloads etcd "$ETCDBENCH" --endpoints 127.0.0.1:7441,127.0.0.1:7442,127.0.0.1:7443
       stop_servers
-      cp "$tmp"/e*.log "$rdir/logs/"
+      cp "$dir"/e*.log "$rdir/logs/"
       ;;
     ringkv)
       log "starting RingKV (3 nodes, $PARTITIONS partitions, client ports 7121-7123)"
-      start_ringkv "$tmp" 2
+      start_ringkv "$dir" 2
       measure_idle ringkv
       run_workloads ringkv "$KVCTL" --endpoints 127.0.0.1:7121,127.0.0.1:7122,127.0.0.1:7123 --protocol "$PROTOCOL" bench
       stop_servers
-      cp "$tmp"/c*.log "$rdir/logs/"
+      cp "$dir"/c*.log "$rdir/logs/"
       ;;
   esac
+  rm -rf "$dir"
+  sync
 }
 
 etcd_version=()
