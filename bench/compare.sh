@@ -12,12 +12,11 @@
 # mean over the rounds and each round's ratio. ROUNDS=1 is one pass.
 #
 # Every round starts each system on fresh data directories, removed (and the
-# disk synced) once it stops. Before each measured workload, the same
-# workload runs unmeasured for WARMUP (3s; 0 skips it), on both systems, so
-# that the table shows steady state rather than a fresh store's first
-# seconds (memtables still growing, write-ahead log files still new).
+# disk synced) once it stops, so that neither system's first fsyncs wait
+# behind the other's leftover writes. WARMUP (default 0: none) runs each
+# workload unmeasured for that long before measuring it, on both systems.
 #
-# Knobs (environment): DURATION (10s) per workload, WARMUP (3s), CLIENTS (64), PARTITIONS
+# Knobs (environment): DURATION (10s) per workload, WARMUP (0), CLIENTS (64), PARTITIONS
 # (64), VALUE_SIZE (100), KEYS (10000), IDLE_SECONDS (10: the servers' CPU is
 # also measured with no load, after start), CONNS (default: the bench tools'
 # one connection per node), PROTOCOL (RingKV's client protocol: native, the
@@ -32,7 +31,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 DURATION=${DURATION:-10s}
-WARMUP=${WARMUP:-3s}
+WARMUP=${WARMUP:-0}
 CLIENTS=${CLIENTS:-64}
 PARTITIONS=${PARTITIONS:-64}
 VALUE_SIZE=${VALUE_SIZE:-100}
