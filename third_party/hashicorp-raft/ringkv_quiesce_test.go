@@ -390,9 +390,19 @@ func TestRingKVCutOffLeaderStepsDownDespiteHeldOffers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Held offers are silences of four heartbeat timeouts here, so under
-	// load the group can churn a while before it settles quiet.
-	waitWithin(t, 30*time.Second, "both followers quiet", func() bool {
-		return followers[0].raft.Quiescent() && followers[1].raft.Quiescent()
+	// load the group can churn a while before it settles quiet, and another
+	// node may lead it then: wait for whichever leader's followers are both
+	// quiet. (make test's -race run once saw leadership move 0.2 s after the
+	// first election, and the old leader's "followers" never both went
+	// quiet, one of them leading.)
+	waitWithin(t, 30*time.Second, "a leader's followers both quiet", func() bool {
+		for _, n := range nodes {
+			if n.raft.State() == Leader {
+				leader, followers = quietLeader(t, nodes)
+				return followers[0].raft.Quiescent() && followers[1].raft.Quiescent()
+			}
+		}
+		return false
 	})
 	leader.trans.DisconnectAll()
 	for _, f := range followers {
