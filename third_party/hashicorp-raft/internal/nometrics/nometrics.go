@@ -5,7 +5,8 @@
 // RingKV never reads go-metrics' global instance: its own metrics are
 // exported by the node. Yet every call into go-metrics took a read lock on
 // the global filter, and most built a key slice that escaped to the heap:
-// 1.3% of a node's CPU under 64-client puts. These functions take the same
+// 1.3% of the 64-client put profile's samples, and side by side these
+// no-ops cut the servers' CPU per put by 5-9%. These functions take the same
 // arguments and do nothing, so the call sites keep upstream's text and the
 // compiler drops the calls.
 package nometrics
