@@ -107,6 +107,21 @@ children_cpu_ms() {
   printf -v "$1" '%d' "$total"
 }
 
+# run_bench DURATION OUT CMD... runs one bench run of CMD for DURATION, its
+# JSON to OUT, and returns the tool's exit status. In the background, so
+# that Ctrl-C interrupts the wait at once (bash runs no trap while a
+# foreground child that handles SIGINT runs).
+run_bench() {
+  local dur=$1 out=$2 status
+  shift 2
+  timeout -k 10 "$backstop" "$@" --duration "$dur" --value-size "$VALUE_SIZE" --keys "$KEYS" \
+    --timeout 10s -o json "${conns_flag[@]}" >"$out" &
+  bench_pid=$!
+  if wait "$bench_pid"; then status=0; else status=$?; fi
+  bench_pid=""
+  return "$status"
+}
+
 # run_workloads SYSTEM CMD... runs every workload with CMD plus its flags,
 # saving the JSON result, the machine load before it and the CPU the servers
 # and the load generator spent during it (pre-load included).
@@ -117,22 +132,13 @@ run_workloads() {
   for name in "${WORKLOAD_NAMES[@]}"; do
     read -r -a flags <<<"$(workload_flags "$name")"
     if [[ $WARMUP != 0 ]]; then
-      timeout -k 10 "$backstop" "$@" --duration "$WARMUP" --value-size "$VALUE_SIZE" --keys "$KEYS" \
-        --timeout 10s -o json "${conns_flag[@]}" "${flags[@]}" >/dev/null &
-      bench_pid=$!
-      wait "$bench_pid" || log "$sys $name: the warm-up failed (exit $?); measuring anyway"
-      bench_pid=""
+      run_bench "$WARMUP" /dev/null "$@" "${flags[@]}" ||
+        log "$sys $name: the warm-up failed (exit $?); measuring anyway"
     fi
     uptime >"$rdir/load/$sys-$name.txt"
     t0=$(server_cpu_ticks)
     children_cpu_ms c0
-    # In the background, so that Ctrl-C interrupts the wait at once (bash
-    # runs no trap while a foreground child that handles SIGINT runs).
-    timeout -k 10 "$backstop" "$@" --duration "$DURATION" --value-size "$VALUE_SIZE" --keys "$KEYS" \
-      --timeout 10s -o json "${conns_flag[@]}" "${flags[@]}" >"$tmp/out.json" &
-    bench_pid=$!
-    if wait "$bench_pid"; then status=0; else status=$?; fi
-    bench_pid=""
+    if run_bench "$DURATION" "$tmp/out.json" "$@" "${flags[@]}"; then status=0; else status=$?; fi
     ((status == 0)) || log "$sys $name: the bench tool failed (exit $status); see its JSON or stderr above"
     out=$(cat "$tmp/out.json")
     t1=$(server_cpu_ticks)
