@@ -54,10 +54,13 @@ const entryTagLen = 16
 // Concurrent proposals are coalesced without a goroutine of their own: a
 // caller that finds nobody handing proposals to Raft does it itself, for
 // its own and for every proposal queued meanwhile, as few entries as the
-// limits allow. So a lone write costs no extra hand-off, and a busy
-// partition writes few large entries instead of many small ones. The
-// results come straight from the state machine's apply (fsmAdapter), not
-// from a goroutine waiting on the entry's future.
+// limits allow. So a lone write costs no extra hand-off. Proposals share an
+// entry only when they queue while raft.ApplyLog blocks (Raft's apply
+// channel, 256 futures, is full); below that each is its own entry, and
+// Raft's leader loop writes and sends the ready entries together (see
+// replica/DESIGN.md, "Writes"). The results come straight from the state
+// machine's apply (fsmAdapter), not from a goroutine waiting on the entry's
+// future.
 func (r *Replica) Propose(ctx context.Context, cmds []raftfsm.Command) ([]raftfsm.Result, uint64, error) {
 	if r.closed.Load() {
 		return nil, 0, ErrClosed
