@@ -40,7 +40,7 @@ func ParseFlags(args []string, logOut, usageOut io.Writer) (Config, error) {
 	fs.StringVar(&c.AdvertiseHost, "advertise-host", "", "host other nodes and clients should use to reach this node (for containers)")
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of nodes to join")
 	fs.IntVar(&c.BootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes have met (0: join an existing cluster)")
-	fs.IntVar(&c.Partitions, "partitions", c.Partitions, "number of partitions P, fixed when the cluster is created")
+	fs.IntVar(&c.Partitions, "partitions", c.Partitions, "number of partitions P, fixed when the cluster is created; more partitions spread data and leaders over more nodes, fewer batch writes more deeply (README, \"Choosing the partition count\")")
 	fs.IntVar(&c.Replicas, "replicas", c.Replicas, "replicas R of every partition")
 	fs.DurationVar(&c.DeadTimeout, "dead-timeout", c.DeadTimeout, "how long a node must be dead before its replicas are replaced")
 	fs.IntVar(&c.MaxKeySize, "max-key-size", c.MaxKeySize, "largest key accepted, in bytes")
