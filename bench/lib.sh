@@ -126,8 +126,9 @@ start_ringkv() {
 }
 
 # wait_balanced ENDPOINTS SECONDS waits until every partition has a leader
-# and no node leads more than its share, ceil(P/3) (leader balancing runs
-# every 5 s). Past SECONDS it goes on with a warning.
+# and no node leads more than its share, ceil(P/3), every node leading one
+# when P >= 3 (leader balancing runs every 5 s). Past SECONDS it goes on
+# with a warning.
 wait_balanced() {
   local eps=$1 deadline=$((SECONDS + $2)) counts
   while ((SECONDS < deadline)); do
@@ -135,7 +136,7 @@ wait_balanced() {
       grep -o '"leader":"[^"]*"' | sort | uniq -c | awk '{print $1}' | sort -n | tr '\n' ' ') || true
     if awk -v c="$counts" -v p="$PARTITIONS" 'BEGIN { n = split(c, a, " "); s = 0
         for (i = 1; i <= n; i++) s += a[i]
-        exit !(n == 3 && s == p && a[n] <= int((p + 2) / 3)) }'; then
+        exit !(n == (p < 3 ? p : 3) && s == p && a[n] <= int((p + 2) / 3)) }'; then
       log "leaders balanced: ${counts% }"
       return 0
     fi
