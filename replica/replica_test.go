@@ -454,9 +454,10 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestConcurrentProposalsCoalesce: many concurrent writes share Raft entries,
-// and each caller still gets its own result.
-func TestConcurrentProposalsCoalesce(t *testing.T) {
+// TestConcurrentProposals: many concurrent writes each get their own result
+// and are all readable, however they were spread over Raft entries (they
+// rarely share one: TestCoalescedProposalsGetTheirOwnResults forces that).
+func TestConcurrentProposals(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGroup(t, "a", "b", "c")
 		l := g.leader()
