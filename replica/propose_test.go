@@ -57,13 +57,13 @@ func TestCoalescedProposalsGetTheirOwnResults(t *testing.T) {
 		}
 		synctest.Wait() // every writer has queued its proposal and waits
 		l.propMu.Lock()
-		if len(l.queue) != writers {
-			l.propMu.Unlock()
-			t.Fatalf("%d proposals queued, want %d", len(l.queue), writers)
-		}
+		queued := len(l.queue)
 		l.handQueue()
 		l.handing = false
 		l.propMu.Unlock()
+		if queued != writers {
+			t.Errorf("%d proposals queued before the hand-off, want %d", queued, writers)
+		}
 		for range writers {
 			if err := <-errs; err != nil {
 				t.Error(err)
