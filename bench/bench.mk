@@ -17,10 +17,11 @@ compare: build bench-tools
 profile: build
 	./bench/profile.sh
 
-## bench-check: gofmt, go vet and tests of the bench module; bash -n (and shellcheck, if installed) of the scripts.
+## bench-check: gofmt, go vet and tests of the bench modules; bash -n (and shellcheck, if installed) of the scripts.
 bench-check:
-	@out=$$(cd bench/etcdbench && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(cd bench/etcdbench && gofmt -l .; cd ../multiraft && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd bench/etcdbench && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd bench/multiraft && $(GO) vet ./... && $(GO) test -count=1 ./...
 	bash -n bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh
 	if command -v shellcheck >/dev/null; then shellcheck -x bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh; fi
 
@@ -46,3 +47,9 @@ ab: build
 .PHONY: idle
 idle: build
 	./bench/idle.sh
+
+## multiraft: RingKV's Raft engine against a node-level prototype (bench/multiraft), in process, ABBA rounds (PARTITIONS, CLIENTS, ROUNDS, DURATION).
+.PHONY: multiraft
+multiraft:
+	cd bench/multiraft && $(GO) build -o ../bin/multiraftbench .
+	$(BENCH_BIN)/multiraftbench --engine multiraft,hashicorp --partitions $${PARTITIONS:-64} --clients $${CLIENTS:-64} --rounds $${ROUNDS:-4} --duration $${DURATION:-6s}

@@ -36,6 +36,19 @@ type syncPacer struct {
 // committed counts one synced log commit.
 func (p *syncPacer) committed() { p.commits.Add(1) }
 
+// CountSyncedLogWrites tells the WAL sync pacer (Config.WALBusySyncDelay)
+// that the caller is about to commit, synced, one batch that carries the
+// log writes of n Raft groups. LogStore.StoreLogs counts its own writes; a
+// writer that puts several groups' entries into one batch of its own (a
+// node-level Raft engine, such as the prototype in bench/multiraft) calls
+// this, so that the pacer sees the load the batch stands for: held back
+// under load, each sync covers more of them.
+func (s *Store) CountSyncedLogWrites(n int) {
+	if n > 0 {
+		s.pacer.commits.Add(uint64(n))
+	}
+}
+
 // interval is pebble.Options.WALMinSyncInterval.
 func (p *syncPacer) interval() time.Duration {
 	p.syncs.Add(1)

@@ -99,3 +99,14 @@ func TestStorePacesItsWAL(t *testing.T) {
 		t.Fatalf("after 10 synced log writes: pacer counted %d writes and %d syncs", c, n)
 	}
 }
+
+// A batch counted as several groups' log writes counts as that many.
+func TestCountSyncedLogWrites(t *testing.T) {
+	s := openTest(t, TestConfig())
+	s.CountSyncedLogWrites(7)
+	s.CountSyncedLogWrites(0)
+	s.CountSyncedLogWrites(-3)
+	if c := s.pacer.commits.Load(); c != 7 {
+		t.Fatalf("counted %d log writes, want 7 (zero and negative counts add nothing)", c)
+	}
+}
