@@ -55,11 +55,7 @@ const (
 	kindState byte = 0x02
 )
 
-func logKey(dst []byte, pid uint32, index uint64) []byte {
-	dst = append(dst[:0], storage.PartitionPrefix(pid)...)
-	dst = append(dst, kindLog)
-	return binary.BigEndian.AppendUint64(dst, index)
-}
+func logPrefix(pid uint32) []byte { return append(storage.PartitionPrefix(pid), kindLog) }
 
 func stateKey(pid uint32) []byte {
 	return append(append(storage.PartitionPrefix(pid), kindState), "hardstate"...)
@@ -89,6 +85,7 @@ type mrNode struct {
 	wake  chan struct{} // capacity 1: the scheduler has work
 
 	nextTag atomic.Uint64
+	started bool          // run was started (set before it is)
 	passes  atomic.Uint64 // scheduler passes
 	syncs   atomic.Uint64 // synced log writes
 	stop    chan struct{}
@@ -97,7 +94,6 @@ type mrNode struct {
 	// Scratch reused by every pass (scheduler goroutine only).
 	readies []ready
 	late    []inbound // messages to send once the log write is synced
-	keyBuf  []byte
 	fault   error
 
 	applyCh chan applyJob // scheduler to applier, in commit order
@@ -107,6 +103,8 @@ type mrNode struct {
 // group is one partition's Raft group on a node.
 type group struct {
 	pid     uint32
+	logKey  []byte // prefix of its log keys, with room for the index
+	hsKey   []byte // its hard state's key
 	rn      *raft.RawNode
 	mem     *raft.MemoryStorage
 	fsm     *raftfsm.FSM
@@ -168,6 +166,7 @@ func newMultiraft(cfg clusterConfig) (cluster, error) {
 		}
 	}
 	for _, n := range c.nodes {
+		n.started = true
 		go n.run()
 	}
 	// Raft refuses to campaign while a committed configuration change is
@@ -265,7 +264,7 @@ func (n *mrNode) openGroup(pid uint32) (*group, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &group{pid: pid, rn: rn, mem: mem, fsm: fsm, pending: map[uint64]*proposal{}}, nil
+	return &group{pid: pid, logKey: logPrefix(pid), hsKey: stateKey(pid), rn: rn, mem: mem, fsm: fsm, pending: map[uint64]*proposal{}}, nil
 }
 
 // do runs f on the scheduler goroutine and waits for it.
@@ -365,9 +364,11 @@ func (n *mrNode) pass() (more bool, err error) {
 		op()
 	}
 	for i := range msgs {
-		// A message for a group this node has stopped leading or never
-		// heard of is Raft's to judge; Step errors are only for local
-		// message types and a stale proposal, neither sent over the wire.
+		if int(msgs[i].pid) >= len(n.groups) {
+			continue // not a partition of this cluster: dropped, as a lost message
+		}
+		// A stale or misdirected message is Raft's to judge; Step fails
+		// only for local message types, which no peer sends.
 		_ = n.groups[msgs[i].pid].rn.Step(msgs[i].m)
 	}
 	for _, p := range props {
@@ -412,15 +413,14 @@ func (n *mrNode) pass() (more bool, err error) {
 			if err != nil {
 				return false, err
 			}
-			if err := b.Set(stateKey(g.pid), v, nil); err != nil {
+			if err := b.Set(g.hsKey, v, nil); err != nil {
 				return false, err
 			}
 		}
 		for i := range rd.Entries {
 			e := &rd.Entries[i]
-			op := b.SetDeferred(len(logKey(n.keyBuf, g.pid, 0)), e.Size())
-			n.keyBuf = logKey(n.keyBuf, g.pid, e.Index)
-			copy(op.Key, n.keyBuf)
+			op := b.SetDeferred(len(g.logKey)+8, e.Size())
+			binary.BigEndian.PutUint64(op.Key[copy(op.Key, g.logKey):], e.Index)
 			if _, err := e.MarshalToSizedBuffer(op.Value); err != nil {
 				return false, err
 			}
@@ -441,8 +441,6 @@ func (n *mrNode) pass() (more bool, err error) {
 		opts := pebble.NoSync
 		if mustSync {
 			opts = pebble.Sync
-		}
-		if mustSync {
 			n.syncs.Add(1)
 			// As StoreLogs counts each group's synced write, so that the
 			// WAL's syncs are paced under load (storage.syncPacer).
@@ -631,6 +629,13 @@ func (c *mrCluster) Close() error {
 	}
 	for _, n := range c.nodes {
 		if n == nil {
+			continue
+		}
+		if !n.started {
+			for _, p := range n.peers {
+				<-p.done // stop is closed: the writer returns
+			}
+			errs = append(errs, n.store.Close())
 			continue
 		}
 		select {
