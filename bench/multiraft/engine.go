@@ -91,10 +91,10 @@ type mrNode struct {
 	stop    chan struct{}
 	done    chan struct{}
 
-	// Scratch reused by every pass (scheduler goroutine only).
-	readies []ready
-	late    []inbound // messages to send once the log write is synced
-	fault   error
+	landed  []*flight     // synced log writes, for the scheduler (under mu)
+	flights chan *flight  // scheduler to syncer, in commit order
+	synced  chan struct{} // closed when the syncer has stopped
+	fault   error         // why the scheduler stopped, if it failed
 
 	applyCh chan applyJob // scheduler to applier, in commit order
 	applied chan struct{} // closed when the applier has stopped
@@ -105,10 +105,13 @@ type group struct {
 	pid     uint32
 	logKey  []byte // prefix of its log keys, with room for the index
 	hsKey   []byte // its hard state's key
+	hsTerm  uint64 // term and vote of the hard state last written
+	hsVote  uint64
 	rn      *raft.RawNode
 	mem     *raft.MemoryStorage
 	fsm     *raftfsm.FSM
 	leader  atomic.Bool
+	flying  bool // its last Ready waits for a log write (scheduler only)
 	pmu     sync.Mutex
 	pending map[uint64]*proposal // by tag
 }
@@ -228,6 +231,8 @@ func openNode(cfg clusterConfig, i int) (*mrNode, error) {
 
 		applyCh: make(chan applyJob, 4096),
 		applied: make(chan struct{}),
+		flights: make(chan *flight, 64),
+		synced:  make(chan struct{}),
 	}
 	for pid := range cfg.Partitions {
 		g, err := n.openGroup(uint32(pid))
@@ -327,7 +332,9 @@ func (n *mrNode) propose(ctx context.Context, pid uint32, cmd raftfsm.Command) e
 func (n *mrNode) run() {
 	defer close(n.done)
 	defer close(n.applyCh)
+	defer close(n.flights)
 	go n.runApplier()
+	go n.runSyncer()
 	ticker := time.NewTicker(tickInterval)
 	defer ticker.Stop()
 	more := false
@@ -353,12 +360,13 @@ func (n *mrNode) run() {
 	}
 }
 
-// pass steps in what arrived and handles every group with work ready. It
-// reports whether a group has more work ready already.
+// pass steps in what arrived, finishes the log writes that landed, and
+// starts one log write for every group with work ready that is not waiting
+// for one. It reports whether a group may have more work ready already.
 func (n *mrNode) pass() (more bool, err error) {
 	n.mu.Lock()
-	msgs, props, ops := n.inbox, n.props, n.ops
-	n.inbox, n.props, n.ops = nil, nil, nil
+	msgs, props, ops, landed := n.inbox, n.props, n.ops, n.landed
+	n.inbox, n.props, n.ops, n.landed = nil, nil, nil, nil
 	n.mu.Unlock()
 	for _, op := range ops {
 		op()
@@ -381,15 +389,15 @@ func (n *mrNode) pass() (more bool, err error) {
 		g.pending[p.tag] = p
 		g.pmu.Unlock()
 	}
+	for _, f := range landed {
+		if err := n.land(f); err != nil {
+			return false, err
+		}
+	}
 
-	rs := n.readies[:0]
-	b := n.db.NewBatch()
-	defer b.Close()
-	mustSync := false
-	writes := 0 // groups with entries or a hard state in b
-	late := n.late[:0]
+	f := &flight{b: n.db.NewBatch()}
 	for _, g := range n.groups {
-		if !g.rn.HasReady() {
+		if g.flying || !g.rn.HasReady() {
 			continue
 		}
 		rd := g.rn.Ready()
@@ -400,26 +408,33 @@ func (n *mrNode) pass() (more bool, err error) {
 			return false, fmt.Errorf("partition %d: snapshots are not part of this prototype", g.pid)
 		}
 		// A leader's appends and heartbeats leave before its own log write;
-		// everything else (answers, votes) only after it is synced.
+		// everything else (answers, votes) only once it is synced.
 		for _, m := range rd.Messages {
 			if m.Type == raftpb.MsgApp || m.Type == raftpb.MsgHeartbeat {
 				n.peers[m.To].queue(g.pid, &m)
 			} else {
-				late = append(late, inbound{g.pid, m})
+				f.late = append(f.late, inbound{g.pid, m})
 			}
 		}
-		if !raft.IsEmptyHardState(rd.HardState) {
+		// The hard state is written when its term or vote changes, which
+		// must be durable before any answer. A change of the commit index
+		// alone is not written: it moves on nearly every pass, and a
+		// restart can take max(stored commit, applied index), since only
+		// committed entries are ever applied (as CockroachDB does).
+		hsWrite := !raft.IsEmptyHardState(rd.HardState) && (rd.HardState.Term != g.hsTerm || rd.HardState.Vote != g.hsVote)
+		if hsWrite {
 			v, err := rd.HardState.Marshal()
 			if err != nil {
 				return false, err
 			}
-			if err := b.Set(g.hsKey, v, nil); err != nil {
+			if err := f.b.Set(g.hsKey, v, nil); err != nil {
 				return false, err
 			}
+			g.hsTerm, g.hsVote = rd.HardState.Term, rd.HardState.Vote
 		}
 		for i := range rd.Entries {
 			e := &rd.Entries[i]
-			op := b.SetDeferred(len(g.logKey)+8, e.Size())
+			op := f.b.SetDeferred(len(g.logKey)+8, e.Size())
 			binary.BigEndian.PutUint64(op.Key[copy(op.Key, g.logKey):], e.Index)
 			if _, err := e.MarshalToSizedBuffer(op.Value); err != nil {
 				return false, err
@@ -428,54 +443,103 @@ func (n *mrNode) pass() (more bool, err error) {
 				return false, err
 			}
 		}
-		if len(rd.Entries) > 0 || !raft.IsEmptyHardState(rd.HardState) {
-			writes++
+		if len(rd.Entries) > 0 || hsWrite {
+			f.writes++
 		}
-		mustSync = mustSync || rd.MustSync
-		rs = append(rs, ready{g, rd})
+		f.sync = f.sync || rd.MustSync
+		g.flying = true
+		f.rs = append(f.rs, ready{g, rd})
 	}
 	for _, p := range n.peers {
 		p.flush()
 	}
-	if !b.Empty() {
-		opts := pebble.NoSync
-		if mustSync {
-			opts = pebble.Sync
-			n.syncs.Add(1)
-			// As StoreLogs counts each group's synced write, so that the
-			// WAL's syncs are paced under load (storage.syncPacer).
-			n.store.CountSyncedLogWrites(writes)
-		}
-		if err := b.Commit(opts); err != nil {
+	switch {
+	case len(f.rs) == 0:
+		f.b.Close()
+		return false, nil
+	case f.sync:
+		// Synced in the background: the next pass runs meanwhile, for the
+		// groups not waiting on this write, and may start the next write.
+		n.syncs.Add(1)
+		// As StoreLogs counts each group's synced write, so that the WAL's
+		// syncs are paced under load (storage.syncPacer).
+		n.store.CountSyncedLogWrites(f.writes)
+		if err := n.db.ApplyNoSyncWait(f.b, pebble.Sync); err != nil {
 			return false, fmt.Errorf("log write: %w", err)
 		}
+		n.flights <- f
+		return false, nil
+	default: // nothing that must be durable: done at once
+		if !f.b.Empty() {
+			if err := f.b.Commit(pebble.NoSync); err != nil {
+				return false, fmt.Errorf("log write: %w", err)
+			}
+		}
+		f.sync = false
+		return true, n.land(f)
 	}
-	for _, r := range rs {
+}
+
+// flight is one pass's log write on its way to disk, and what waits for it:
+// the groups' Readies (their entries are appended to the MemoryStorage,
+// their committed entries staged and Advance called only once it is
+// durable) and the messages that must not leave before.
+type flight struct {
+	b      *pebble.Batch
+	sync   bool // b was applied with ApplyNoSyncWait; SyncWait before landing
+	writes int  // groups with entries or a hard state in b
+	rs     []ready
+	late   []inbound
+	err    error // from SyncWait
+}
+
+// runSyncer waits for each flight's sync, in order, and hands it back to
+// the scheduler.
+func (n *mrNode) runSyncer() {
+	defer close(n.synced)
+	for f := range n.flights {
+		f.err = f.b.SyncWait()
+		n.mu.Lock()
+		n.landed = append(n.landed, f)
+		n.mu.Unlock()
+		n.signal()
+	}
+}
+
+// land finishes a flight whose log write is durable: the entries go to the
+// groups' MemoryStorage, the held-back messages leave, committed entries
+// go to the applier, and the groups may take their next Ready.
+func (n *mrNode) land(f *flight) error {
+	if f.err != nil {
+		return fmt.Errorf("log write: %w", f.err)
+	}
+	if err := f.b.Close(); err != nil {
+		return err
+	}
+	for _, r := range f.rs {
 		if !raft.IsEmptyHardState(r.rd.HardState) {
 			if err := r.g.mem.SetHardState(r.rd.HardState); err != nil {
-				return false, err
+				return err
 			}
 		}
 		if err := r.g.mem.Append(r.rd.Entries); err != nil {
-			return false, err
+			return err
 		}
 	}
-	for i := range late {
-		n.peers[late[i].m.To].queue(late[i].pid, &late[i].m)
+	for i := range f.late {
+		n.peers[f.late[i].m.To].queue(f.late[i].pid, &f.late[i].m)
 	}
 	for _, p := range n.peers {
 		p.flush()
 	}
-	for _, r := range rs {
+	for _, r := range f.rs {
 		if err := n.stage(r.g, r.rd.CommittedEntries); err != nil {
-			return false, err
+			return err
 		}
 		r.g.rn.Advance(r.rd)
-		more = more || r.g.rn.HasReady()
+		r.g.flying = false
 	}
-	clear(late) // drop references to entries
-	n.readies, n.late = rs[:0], late[:0]
-	return more, nil
+	return nil
 }
 
 // applyJob is a group's committed entries, handed to the node's applier.
@@ -645,6 +709,7 @@ func (c *mrCluster) Close() error {
 			continue
 		}
 		<-n.applied
+		<-n.synced
 		if n.fault != nil {
 			errs = append(errs, fmt.Errorf("node %d: %w", n.id, n.fault))
 		}
