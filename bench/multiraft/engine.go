@@ -20,19 +20,22 @@ import (
 
 // The node-level engine: every Raft group of a node is a go.etcd.io/raft/v3
 // RawNode (a state machine without goroutines), and one scheduler goroutine
-// per node drives them all. Each pass of the scheduler takes every message
-// and proposal that arrived, steps them into their groups, and then handles
-// every group with work ready together:
+// per node drives them all. Each pass of the scheduler steps every message
+// and proposal that arrived into its group, finishes the log writes that
+// became durable (land), and then handles every group with work ready that
+// is not waiting for its previous write, together:
 //
 //   - the leaders' appends and heartbeats are queued to their peers at once
 //     (a leader may replicate while its own log write is in flight, as etcd's
 //     server does; raft counts the leader's own copy only after Advance);
-//   - every group's new entries and hard state go into one Pebble batch and
-//     one synced commit;
-//   - the remaining messages (answers, votes) are queued after that commit,
-//     and each peer's queue leaves in one frame, one write;
-//   - committed entries are applied group by group (raftfsm, one Pebble batch
-//     per group, as RingKV applies today), and proposals are answered.
+//   - their new entries and changed hard states go into one Pebble batch,
+//     applied at once and synced in the background (a syncer goroutine per
+//     node waits for the fsync), so the next pass runs meanwhile;
+//   - once the write is durable, the remaining messages (answers, votes) are
+//     queued, committed entries go to the node's applier (raftfsm, one
+//     Pebble batch per group, as RingKV applies today), which answers the
+//     proposals, and Advance lets the group take its next Ready;
+//   - each peer's queued messages leave in one frame, one write.
 //
 // It is a prototype to measure what such an engine costs per put next to
 // RingKV's hashicorp/raft groups (see README.md). It has what a put needs
