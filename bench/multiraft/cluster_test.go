@@ -177,6 +177,7 @@ func TestOptionsValidate(t *testing.T) {
 		{func(o *options) { o.duration = 0 }, "--duration 0s"},
 		{func(o *options) { o.keys = 0 }, "--keys 0"},
 		{func(o *options) { o.valueSize = -1 }, "--value-size -1"},
+		{func(o *options) { o.json = true }, "apply to a single run"},
 	} {
 		o := good
 		tc.change(&o)

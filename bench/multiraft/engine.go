@@ -81,11 +81,12 @@ type mrNode struct {
 	peers  map[uint64]*peer
 	links  *links
 
-	mu    sync.Mutex
-	inbox []inbound
-	props []*proposal
-	ops   []func()      // run by the scheduler at the start of its next pass
-	wake  chan struct{} // capacity 1: the scheduler has work
+	mu     sync.Mutex
+	inbox  []inbound
+	props  []*proposal
+	ops    []func()      // run by the scheduler at the start of its next pass
+	landed []*flight     // synced log writes, from the syncer
+	wake   chan struct{} // capacity 1: the scheduler has work
 
 	nextTag atomic.Uint64
 	started bool          // run was started (set before it is)
@@ -94,7 +95,6 @@ type mrNode struct {
 	stop    chan struct{}
 	done    chan struct{}
 
-	landed  []*flight     // synced log writes, for the scheduler (under mu)
 	flights chan *flight  // scheduler to syncer, in commit order
 	synced  chan struct{} // closed when the syncer has stopped
 	fault   error         // why the scheduler stopped, if it failed
@@ -106,7 +106,7 @@ type mrNode struct {
 // group is one partition's Raft group on a node.
 type group struct {
 	pid     uint32
-	logKey  []byte // prefix of its log keys, with room for the index
+	logKey  []byte // prefix of its log keys (the index follows)
 	hsKey   []byte // its hard state's key
 	hsTerm  uint64 // term and vote of the hard state last written
 	hsVote  uint64

@@ -23,6 +23,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -85,12 +86,14 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before the measured time")
 	flag.IntVar(&o.keys, "keys", 10000, "distinct keys")
 	flag.IntVar(&o.valueSize, "value-size", 100, "value bytes")
-	flag.StringVar(&o.dir, "dir", "", "data directory (default: a new temporary one, removed at exit)")
-	flag.BoolVar(&o.json, "json", false, "print the result as one JSON object")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured time to this file")
+	flag.StringVar(&o.dir, "dir", "", "data directory of a single run (default: a new temporary one, removed at exit)")
+	flag.BoolVar(&o.json, "json", false, "print the result of a single run as one JSON object")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a single run's measured time to this file")
 	flag.Parse()
 	o.engines = strings.Split(*engines, ",")
-	debug.SetGCPercent(node.DefaultGOGC) // kvd's collector target
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(node.DefaultGOGC) // kvd's collector target, as kvd sets it
+	}
 	var err error
 	if len(o.engines) == 1 && o.rounds == 1 {
 		err = run(o)
@@ -166,9 +169,12 @@ func (o options) validate() error {
 			return fmt.Errorf("--engine %q: want multiraft, hashicorp or a comma-separated list of them", e)
 		}
 	}
+	single := len(o.engines) == 1 && o.rounds == 1
 	switch {
 	case o.rounds < 1 || o.rounds > 20:
 		return fmt.Errorf("--rounds %d: want 1..20", o.rounds)
+	case !single && (o.dir != "" || o.json || o.cpuProfile != ""):
+		return errors.New("--dir, --json and --cpuprofile apply to a single run (one engine, one round); each run of a comparison gets its own temporary directory")
 	case o.partitions < 1 || o.partitions > 4096:
 		return fmt.Errorf("--partitions %d: want 1..4096", o.partitions)
 	case o.clients < 1 || o.clients > 4096:
