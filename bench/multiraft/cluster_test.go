@@ -100,7 +100,7 @@ func TestMeasure(t *testing.T) {
 		t.Errorf("%.2f puts per entry, want about 1 (one put per entry)", r.PutsPerEntry)
 	}
 	if r.PutsPerSync <= 0 {
-		t.Errorf("puts per synced log write not reported: %+v", r)
+		t.Errorf("puts per synced log batch not reported: %+v", r)
 	}
 }
 

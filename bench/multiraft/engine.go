@@ -91,7 +91,7 @@ type mrNode struct {
 	nextTag atomic.Uint64
 	started bool          // run was started (set before it is)
 	passes  atomic.Uint64 // scheduler passes
-	syncs   atomic.Uint64 // synced log writes
+	syncs   atomic.Uint64 // log batches committed synced
 	stop    chan struct{}
 	done    chan struct{}
 
@@ -645,9 +645,9 @@ func (c *mrCluster) Applied() uint64 {
 	return sum
 }
 
-// Passes returns how many scheduler passes and synced log writes the nodes
-// made, summed: over a run, puts per synced write says how many puts share
-// one (on every node they pass through).
+// Passes returns how many scheduler passes and synced log batches the
+// nodes made, summed: over a run, puts per synced batch says how many puts
+// share one (on every node they pass through).
 func (c *mrCluster) Passes() (passes, syncs uint64) {
 	for _, n := range c.nodes {
 		passes += n.passes.Load()

@@ -70,7 +70,7 @@ type result struct {
 	P99ms         float64 `json:"p99_ms"`
 	CPUPerPutUS   float64 `json:"cpu_us_per_put"`
 	PutsPerEntry  float64 `json:"puts_per_entry"`
-	PutsPerSync   float64 `json:"puts_per_sync,omitempty"` // multiraft: puts per synced log write, over the three nodes
+	PutsPerSync   float64 `json:"puts_per_sync,omitempty"` // multiraft: puts per synced log batch, over the three nodes (Pebble may cover several batches with one fsync)
 	Leaders       [3]int  `json:"leaders"`
 	SetupSeconds  float64 `json:"setup_s"`
 	FirstErrorMsg string  `json:"first_error,omitempty"`
@@ -155,7 +155,7 @@ func (r result) print(w io.Writer) {
 	fmt.Fprintf(w, "%s, %d partitions, %d clients: %.0f puts/s, p50 %.2f ms, p99 %.2f ms, CPU %.1f us per put, %.2f puts per entry",
 		r.Engine, r.Partitions, r.Clients, r.PutsPerSec, r.P50ms, r.P99ms, r.CPUPerPutUS, r.PutsPerEntry)
 	if r.PutsPerSync > 0 {
-		fmt.Fprintf(w, ", %.2f puts per synced log write", r.PutsPerSync)
+		fmt.Fprintf(w, ", %.2f puts per synced log batch", r.PutsPerSync)
 	}
 	fmt.Fprintf(w, ", %d errors, leaders %v (setup %.1f s)\n", r.Errors, r.Leaders, r.SetupSeconds)
 	if r.FirstErrorMsg != "" {
@@ -247,7 +247,7 @@ func measure(c cluster, o options) (result, error) {
 	return r, nil
 }
 
-// syncsOf returns the synced log writes c's nodes made so far, or 0 if c
+// syncsOf returns the synced log batches c's nodes committed so far, or 0 if c
 // does not count them (only the multiraft engine does).
 func syncsOf(c cluster) uint64 {
 	if pc, ok := c.(interface{ Passes() (passes, syncs uint64) }); ok {
