@@ -15,6 +15,7 @@ import (
 
 	ringkvv1 "github.com/ringkv/ringkv/api/ringkv/v1"
 	"github.com/ringkv/ringkv/api/ringkv/v1/ringkvv1connect"
+	"github.com/ringkv/ringkv/internal/seqtrack"
 )
 
 // Client talks to a RingKV cluster. It is safe for concurrent use; share one
@@ -25,7 +26,7 @@ type Client struct {
 	httpClient *http.Client
 	ownHTTP    *http.Transport // closed by Close; nil for a caller's client
 	clientID   uint64
-	seqs       seqTracker
+	seqs       *seqtrack.Tracker
 	router     *router
 	jitter     func(n int64) int64 // [0, n); tests make it deterministic
 
@@ -59,7 +60,7 @@ func New(cfg Config) (*Client, error) {
 		log:        cfg.Logger,
 		httpClient: cfg.HTTPClient,
 		clientID:   randomNonZero(),
-		seqs:       newSeqTracker(),
+		seqs:       seqtrack.New(),
 		router:     newRouter(cfg.Endpoints, time.Now),
 		endpoints:  make(map[string]*endpoint),
 		jitter:     rand.Int64N,
@@ -222,8 +223,8 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (KV, e
 
 // write runs one write with a request id that all its attempts share.
 func (c *Client) write(ctx context.Context, op string, key []byte, fn func(ctx context.Context, e *endpoint, id *ringkvv1.RequestID) (http.Header, error)) error {
-	seq, ackBelow := c.seqs.begin()
-	defer c.seqs.finish(seq)
+	seq, ackBelow := c.seqs.Begin()
+	defer c.seqs.Finish(seq)
 	id := &ringkvv1.RequestID{ClientId: c.clientID, Seq: seq, AckBelow: ackBelow}
 	return c.do(ctx, op, route{kind: routeLeader, key: key}, true, func(ctx context.Context, e *endpoint) (http.Header, error) {
 		return fn(ctx, e, id)
@@ -352,45 +353,4 @@ func (c *Client) Status(ctx context.Context, addr string) (*ringkvv1.StatusRespo
 		return resp.Header(), nil
 	})
 	return out, err
-}
-
-// seqTracker hands out write sequence numbers and knows the lowest one
-// still in flight, which every write reports as ack_below so that the
-// cluster may forget the results below it.
-type seqTracker struct {
-	mu   sync.Mutex
-	next uint64              // next sequence number to hand out
-	low  uint64              // lowest sequence number not finished
-	done map[uint64]struct{} // finished numbers above low
-}
-
-func newSeqTracker() seqTracker {
-	return seqTracker{next: 1, low: 1, done: make(map[uint64]struct{})}
-}
-
-// begin returns a new sequence number and the ack_below to send with it.
-func (t *seqTracker) begin() (seq, ackBelow uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	seq = t.next
-	t.next++
-	return seq, t.low
-}
-
-// finish marks seq answered (or abandoned).
-func (t *seqTracker) finish(seq uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if seq != t.low {
-		t.done[seq] = struct{}{}
-		return
-	}
-	t.low++
-	for {
-		if _, ok := t.done[t.low]; !ok {
-			return
-		}
-		delete(t.done, t.low)
-		t.low++
-	}
 }

@@ -2,7 +2,6 @@ package client
 
 import (
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,37 +103,6 @@ func TestBackoffBounded(t *testing.T) {
 		}
 		if zero := backoff(base, maxWait, n, func(int64) int64 { return 0 }); zero != 0 {
 			t.Fatalf("full jitter must reach 0, got %v", zero)
-		}
-	})
-}
-
-// TestSeqTrackerAckBelow checks ack_below against a model: the smallest
-// sequence number still in flight, or the next one when none is.
-func TestSeqTrackerAckBelow(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		tr := newSeqTracker()
-		var inflight []uint64
-		next := uint64(1)
-		for range rapid.IntRange(1, 200).Draw(t, "steps") {
-			if len(inflight) == 0 || rapid.Bool().Draw(t, "begin") {
-				want := next
-				if len(inflight) > 0 {
-					want = slices.Min(inflight)
-				}
-				seq, ack := tr.begin()
-				if seq != next || ack != want {
-					t.Fatalf("begin = (%d, %d), want (%d, %d); in flight %v", seq, ack, next, want, inflight)
-				}
-				inflight = append(inflight, seq)
-				next++
-				continue
-			}
-			i := rapid.IntRange(0, len(inflight)-1).Draw(t, "finish")
-			tr.finish(inflight[i])
-			inflight = slices.Delete(inflight, i, i+1)
-		}
-		if len(tr.done) > len(inflight)+int(next) {
-			t.Fatalf("done set grew to %d", len(tr.done))
 		}
 	})
 }

@@ -44,12 +44,12 @@ func TestEnginesReplicatePuts(t *testing.T) {
 			const puts = 40
 			for i := range puts {
 				key := fmt.Appendf(nil, "k%02d", i)
-				seq, ack := s.begin()
+				seq, ack := s.Begin()
 				cmd := raftfsm.Command{Kind: raftfsm.KindPut, Key: key, Value: []byte("v" + string(key)), ClientID: s.id, Seq: seq, AckBelow: ack}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				err := c.Put(ctx, uint32(ring.Of(key)), cmd)
 				cancel()
-				s.finish(seq)
+				s.Finish(seq)
 				if err != nil {
 					t.Fatalf("put %s: %v", key, err)
 				}
@@ -64,12 +64,13 @@ func TestEnginesReplicatePuts(t *testing.T) {
 				for n := range 3 {
 					var got []byte
 					var found bool
+					var getErr error
 					err := waitFor(10*time.Second, fmt.Sprintf("%s on node %d", key, n+1), func() bool {
-						got, found, err = c.Get(n, uint32(ring.Of(key)), key)
-						return err != nil || (found && bytes.Equal(got, want))
+						got, found, getErr = c.Get(n, uint32(ring.Of(key)), key)
+						return getErr != nil || (found && bytes.Equal(got, want))
 					})
-					if err != nil {
-						t.Fatalf("%v (last read %q, found %v)", err, got, found)
+					if err != nil || getErr != nil {
+						t.Fatalf("%v (last read %q, found %v, error %v)", err, got, found, getErr)
 					}
 				}
 			}
@@ -77,8 +78,8 @@ func TestEnginesReplicatePuts(t *testing.T) {
 	}
 }
 
-// measure reports what it measured, and a put that fails is counted as an
-// error, not as a put.
+// measure reports plausible numbers for a short run: puts, no errors,
+// ordered percentiles, CPU, about one put per entry, puts per synced batch.
 func TestMeasure(t *testing.T) {
 	c, err := newMultiraft(clusterConfig{Dir: t.TempDir(), Partitions: 2})
 	if err != nil {
@@ -138,26 +139,6 @@ func TestLinksCarryMessages(t *testing.T) {
 		if recv[i].pid != sent[i].pid || recv[i].m.String() != sent[i].m.String() {
 			t.Errorf("message %d: got partition %d %v, want partition %d %v", i, recv[i].pid, recv[i].m.String(), sent[i].pid, sent[i].m.String())
 		}
-	}
-}
-
-// The session acknowledges exactly the sequence numbers below the lowest
-// one still in flight.
-func TestSessionAcks(t *testing.T) {
-	s := newSession()
-	a, _ := s.begin()
-	b, _ := s.begin()
-	c, ack := s.begin()
-	if ack != a {
-		t.Fatalf("ack below %d with %d in flight, want %d", ack, a, a)
-	}
-	s.finish(b)
-	if _, ack := s.begin(); ack != a {
-		t.Fatalf("ack below %d after %d finished out of order, want %d", ack, b, a)
-	}
-	s.finish(a)
-	if _, ack := s.begin(); ack != c {
-		t.Fatalf("ack below %d after %d and %d finished, want %d", ack, a, b, c)
 	}
 }
 

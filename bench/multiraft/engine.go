@@ -90,7 +90,6 @@ type mrNode struct {
 
 	nextTag atomic.Uint64
 	started bool          // run was started (set before it is)
-	passes  atomic.Uint64 // scheduler passes
 	syncs   atomic.Uint64 // log batches committed synced
 	stop    chan struct{}
 	done    chan struct{}
@@ -355,7 +354,6 @@ func (n *mrNode) run() {
 		}
 		var err error
 		more, err = n.pass()
-		n.passes.Add(1)
 		if err != nil {
 			n.fault = err
 			return
@@ -645,15 +643,15 @@ func (c *mrCluster) Applied() uint64 {
 	return sum
 }
 
-// Passes returns how many scheduler passes and synced log batches the
-// nodes made, summed: over a run, puts per synced batch says how many puts
-// share one (on every node they pass through).
-func (c *mrCluster) Passes() (passes, syncs uint64) {
+// Syncs returns how many log batches the nodes committed synced, summed:
+// over a run, puts per synced batch says how many puts share one (on every
+// node they pass through).
+func (c *mrCluster) Syncs() uint64 {
+	var syncs uint64
 	for _, n := range c.nodes {
-		passes += n.passes.Load()
 		syncs += n.syncs.Load()
 	}
-	return passes, syncs
+	return syncs
 }
 
 // Get implements cluster.

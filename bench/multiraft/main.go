@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ringkv/ringkv/internal/seqtrack"
 	"github.com/ringkv/ringkv/node"
 	"github.com/ringkv/ringkv/partition"
 	"github.com/ringkv/ringkv/raftfsm"
@@ -250,15 +251,14 @@ func measure(c cluster, o options) (result, error) {
 // syncsOf returns the synced log batches c's nodes committed so far, or 0 if c
 // does not count them (only the multiraft engine does).
 func syncsOf(c cluster) uint64 {
-	if pc, ok := c.(interface{ Passes() (passes, syncs uint64) }); ok {
-		_, syncs := pc.Passes()
-		return syncs
+	if sc, ok := c.(interface{ Syncs() uint64 }); ok {
+		return sc.Syncs()
 	}
 	return 0
 }
 
-// writers are the closed-loop clients: each has its own dedup session and
-// one put in flight at a time.
+// writers are the closed-loop clients: they share one dedup session, and
+// each has one put in flight at a time.
 type writers struct {
 	c    cluster
 	ring partition.Ring
@@ -288,43 +288,16 @@ func (w *writers) start() {
 }
 
 // session numbers the writes of all clients as one RingKV client object
-// does (kvctl bench shares one among its clients): one client id, one
-// sequence, and each write acknowledges every sequence number below the
-// lowest still in flight.
+// does (kvctl bench shares one among its clients): one client id, and the
+// client's own sequence tracker.
 type session struct {
-	id   uint64
-	mu   sync.Mutex
-	next uint64          // next sequence number
-	low  uint64          // lowest sequence number not finished
-	done map[uint64]bool // finished numbers above low
+	id uint64
+	*seqtrack.Tracker
 }
 
-func newSession() *session {
-	return &session{id: rand.Uint64() | 1, next: 1, low: 1, done: map[uint64]bool{}}
-}
+func newSession() session { return session{id: rand.Uint64() | 1, Tracker: seqtrack.New()} }
 
-// begin returns a new sequence number and the ack-below to send with it.
-func (s *session) begin() (seq, ackBelow uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.next++
-	return s.next - 1, s.low
-}
-
-// finish marks seq answered (or failed).
-func (s *session) finish(seq uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.done[seq] = true
-	for s.done[s.low] {
-		delete(s.done, s.low)
-		s.low++
-	}
-}
-
-// client puts random keys until quit, recording the latency of each put
-// that started and ended while recording was on.
-func (w *writers) client(s *session, value []byte) {
+func (w *writers) client(s session, value []byte) {
 	defer w.wg.Done()
 	var lat []int64
 	var errs int64
@@ -345,7 +318,7 @@ func (w *writers) client(s *session, value []byte) {
 		default:
 		}
 		key := fmt.Appendf(nil, "bench-%08d", rand.IntN(w.o.keys))
-		seq, ack := s.begin()
+		seq, ack := s.Begin()
 		cmd := raftfsm.Command{Kind: raftfsm.KindPut, Key: key, Value: value, ClientID: s.id, Seq: seq, AckBelow: ack}
 		on := w.recording.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -353,7 +326,7 @@ func (w *writers) client(s *session, value []byte) {
 		err := w.c.Put(ctx, uint32(w.ring.Of(key)), cmd)
 		d := time.Since(t)
 		cancel()
-		s.finish(seq)
+		s.Finish(seq)
 		if !on || !w.recording.Load() {
 			continue
 		}
