@@ -74,6 +74,10 @@ type Config struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
+	// ApplyFlushDelay is how long a partition's applied writes may wait in
+	// memory before they reach Pebble together (replica.Config); 0 writes
+	// every apply batch through.
+	ApplyFlushDelay time.Duration
 
 	// Gossip timings (see membership.Config); zero keeps its defaults.
 	GossipProbeInterval time.Duration
@@ -122,6 +126,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:     replica.DefaultConfig().SnapshotThreshold,
 		TrailingLogs:          replica.DefaultConfig().TrailingLogs,
 		SnapshotInterval:      replica.DefaultConfig().SnapshotInterval,
+		ApplyFlushDelay:       replica.DefaultConfig().ApplyFlushDelay,
 		Logger:                slog.Default(),
 		RaftLogLevel:          slog.LevelWarn,
 	}
@@ -236,6 +241,9 @@ func (c Config) Validate() error {
 	}
 	if c.WALBusySyncDelay < 0 || c.WALBusySyncDelay > maxWALBusySyncDelay {
 		bad("--wal-busy-sync-delay %v: must be between 0 (never hold a sync back) and %v", c.WALBusySyncDelay, maxWALBusySyncDelay)
+	}
+	if c.ApplyFlushDelay < 0 || c.ApplyFlushDelay > replica.MaxApplyFlushDelay {
+		bad("--apply-flush-delay %v: must be between 0 (write every apply through) and %v", c.ApplyFlushDelay, replica.MaxApplyFlushDelay)
 	}
 	if c.WALFillAheadMiB < 0 || c.WALFillAheadMiB > maxWALFillAheadMiB {
 		bad("--wal-fill-ahead-mib %d: must be between 0 (off) and %d", c.WALFillAheadMiB, maxWALFillAheadMiB)

@@ -474,6 +474,7 @@ func (n *Node) openReplica(pid uint32) (*replica.Replica, error) {
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.TrailingLogs = n.cfg.TrailingLogs
 	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.ApplyFlushDelay = n.cfg.ApplyFlushDelay
 	rc.Heartbeats = n.heartbeats
 	rc.Logger = n.log
 	rc.RaftLogLevel = n.cfg.RaftLogLevel

@@ -18,9 +18,16 @@
 // StatusStaleRequest and has no effect. A client that never acknowledges
 // keeps at most 1024 results (and about 1 MiB) per client; older ones are
 // forgotten as if acknowledged. The records live in Pebble; the FSM also
-// keeps the last 64 clients' committed records (each up to 4 KiB) in memory
-// so a write need not read its client's record back, and drops that cache
-// on any failure and on Restore.
+// keeps the last 64 clients' records (each up to 4 KiB) in memory so a
+// write need not read its client's record back, and drops that cache on any
+// failure and on Restore.
+//
+// Whole states in Pebble: the applied index is written in the same Pebble
+// batch as the writes and dedup records it covers, so what Pebble holds is
+// always the state after some applied index. With Config.WriteBack above 0,
+// applied writes first wait in memory (every read and later command sees
+// them) and reach Pebble together, on Flush, at the size bound, and before
+// Snapshot, Restore and Close complete (pending.go).
 //
 // # Caller's duties
 //
@@ -28,7 +35,10 @@
 //     at or below its applied index (replays after a restart, since batches
 //     are committed without fsync) but cannot detect a reordered or
 //     uncommitted one.
-//   - Keep the Raft log synced: it is what replays a batch lost in a crash.
+//   - Keep the Raft log synced: it is what replays a batch lost in a crash,
+//     and with WriteBack everything that still waited in memory.
+//   - With WriteBack, schedule Flush (OnPending says when something starts
+//     to wait), or pending writes reach Pebble only at the size bound.
 //   - Call ApplyBatch, Restore and Snapshot from one goroutine in the order
 //     Raft dictates; reads (Get, AppliedIndex, WaitApplied) may run anywhere.
 //   - For a linearizable read, WaitApplied(readIndex) before Get.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -34,9 +33,24 @@ type Config struct {
 	DB *pebble.DB
 	// Logger receives undecodable entries, restores and failures.
 	Logger *slog.Logger
+	// WriteBack, when above 0, lets applied writes wait in memory (where
+	// Get, Snapshot and later commands see them) until they hold this many
+	// bytes or Flush, Snapshot, Restore or Close runs, and then writes them
+	// to Pebble in one batch with the dedup records and the applied index.
+	// At 0 every ApplyBatch writes its own batch. See pending.go.
+	WriteBack int
+	// OnPending, if set, is called when applied writes start waiting in
+	// memory (WriteBack above 0), so the caller can schedule a Flush. It
+	// runs with the FSM's lock held: it must not call the FSM.
+	OnPending func()
 }
 
-// DefaultConfig returns a Config that discards logs; set Partition and DB.
+// maxWriteBack bounds Config.WriteBack: what waits in memory is per
+// partition, and a node hosts hundreds.
+const maxWriteBack = 64 << 20
+
+// DefaultConfig returns a Config that discards logs and writes every batch
+// through (WriteBack 0); set Partition and DB.
 func DefaultConfig() Config {
 	return Config{Logger: slog.New(slog.DiscardHandler)}
 }
@@ -49,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.Logger == nil {
 		errs = append(errs, errors.New("raftfsm: Config.Logger is nil; start from DefaultConfig()"))
+	}
+	if c.WriteBack < 0 || c.WriteBack > maxWriteBack {
+		errs = append(errs, fmt.Errorf("raftfsm: Config.WriteBack %d bytes outside 0..%d", c.WriteBack, maxWriteBack))
 	}
 	return errors.Join(errs...)
 }
@@ -82,6 +99,19 @@ type FSM struct {
 	sessions    map[uint64]*session
 	restoreSize int // restoreBatchBytes; tests lower it
 
+	// Applied state that waits in memory (Config.WriteBack; pending.go).
+	// pending is written under mu and pendMu, so Get reads it under pendMu
+	// alone and apply code holding mu reads it without pendMu.
+	pendMu    sync.RWMutex
+	pending   map[string]pendingValue // user key -> its newest write
+	pendBytes int
+	pendSess  map[uint64]*session // changed dedup records not yet written
+	persisted uint64              // the applied index Pebble holds
+	scheduled bool                // OnPending was called since the last flush
+	writeBack int
+	onPending func()
+	shut      bool // Close ran: Flush does nothing
+
 	// stateMu guards notify and fault. fault is written with both mu and
 	// stateMu held, so apply code holding mu may read it directly.
 	stateMu sync.Mutex
@@ -107,6 +137,10 @@ func New(cfg Config) (*FSM, error) {
 		end:         storage.PrefixEnd(prefix),
 		appliedK:    appliedKey(prefix),
 		restoreSize: restoreBatchBytes,
+		pending:     make(map[string]pendingValue),
+		pendSess:    make(map[uint64]*session),
+		writeBack:   cfg.WriteBack,
+		onPending:   cfg.OnPending,
 		closed:      make(chan struct{}),
 	}
 	idx, err := readApplied(cfg.DB, f.appliedK)
@@ -114,6 +148,7 @@ func New(cfg Config) (*FSM, error) {
 		return nil, err
 	}
 	f.applied.Store(idx)
+	f.persisted = idx
 	return f, nil
 }
 
@@ -145,10 +180,11 @@ func (f *FSM) Apply(index uint64, data []byte) []Result {
 	return f.ApplyBatch([]Entry{{Index: index, Data: data}})[0]
 }
 
-// ApplyBatch applies committed entries in order, in one Pebble batch that
-// also carries the new applied index and dedup records. The batch is
-// committed without fsync: if it is lost in a crash, so is its applied
-// index, and the synced Raft log replays the entries.
+// ApplyBatch applies committed entries in order. Their writes, the dedup
+// records and the new applied index reach Pebble together in one batch,
+// committed without fsync, either now (Config.WriteBack 0) or with later
+// batches' (see pending.go): if that batch is lost in a crash, so is its
+// applied index, and the synced Raft log replays the entries.
 //
 // results[i] holds one Result per command of entries[i]; it is nil for an
 // entry without data and for an entry whose index is not above the applied
@@ -157,8 +193,9 @@ func (f *FSM) Apply(index uint64, data []byte) []Result {
 //
 // If Pebble fails (or a stored record is corrupt), the FSM stops applying
 // instead of diverging from its peers: these and all later entries get
-// StatusInvalid results, the applied index stays put and WaitApplied
-// returns an error wrapping ErrFailed until a Restore succeeds.
+// StatusInvalid results, the FSM drops what waited in memory and goes back
+// to the state and applied index Pebble holds, and WaitApplied returns an
+// error wrapping ErrFailed until a Restore succeeds.
 func (f *FSM) ApplyBatch(entries []Entry) [][]Result {
 	results := make([][]Result, len(entries))
 	f.mu.Lock()
@@ -167,8 +204,7 @@ func (f *FSM) ApplyBatch(entries []Entry) [][]Result {
 		f.refuse(entries, results)
 		return results
 	}
-	a := applier{f: f, b: f.db.NewIndexedBatch()}
-	defer a.b.Close()
+	a := applier{f: f}
 	start := f.applied.Load()
 	last := start
 	for i, e := range entries {
@@ -197,14 +233,28 @@ func (f *FSM) ApplyBatch(entries []Entry) [][]Result {
 	if last == start {
 		return results
 	}
-	if err := a.commit(last); err != nil {
-		f.sessions = nil // may hold changes that were not committed
-		f.setFault(err)
+	if a.err != nil {
+		f.dropPending() // it holds part of this batch
+		f.setFault(a.err)
 		f.refuse(entries, results)
 		return results
 	}
+	for id, s := range a.sessions {
+		if s.dirty {
+			f.pendSess[id] = s
+		}
+	}
 	f.cacheSessions(a.sessions)
 	f.applied.Store(last)
+	if f.writeBack == 0 || f.pendBytes >= f.writeBack {
+		if err := f.flushLocked(); err != nil {
+			f.refuse(entries, results)
+			return results
+		}
+	} else if !f.scheduled && f.onPending != nil {
+		f.scheduled = true
+		f.onPending()
+	}
 	f.wake()
 	return results
 }
@@ -292,11 +342,20 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-// Get reads a key from the local Pebble: the state after the last applied
-// batch (eventual consistency unless the caller first waited for a read
-// index). The returned value is a copy. It returns ErrNotFound if the key
-// does not exist.
+// Get reads a key as of the last applied batch, from memory if its newest
+// write still waits there, else from Pebble (eventual consistency unless
+// the caller first waited for a read index). The returned value is a copy.
+// It returns ErrNotFound if the key does not exist.
 func (f *FSM) Get(key []byte) (value []byte, version uint64, err error) {
+	f.pendMu.RLock()
+	pv, ok := f.pending[string(key)]
+	f.pendMu.RUnlock()
+	if ok {
+		if pv.deleted {
+			return nil, 0, ErrNotFound
+		}
+		return bytes.Clone(pv.value), pv.version, nil // pv.value is never changed
+	}
 	v, closer, err := f.db.Get(appendDataKey(nil, f.prefix, key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, 0, ErrNotFound
@@ -311,18 +370,29 @@ func (f *FSM) Get(key []byte) (value []byte, version uint64, err error) {
 	return bytes.Clone(v[versionLen:]), binary.BigEndian.Uint64(v), nil
 }
 
-// Close wakes every WaitApplied call with ErrClosed. It does not close the
-// DB (the caller owns it); call it after the Raft group stopped applying.
+// Close writes what waits in memory to Pebble, makes later Flush calls do
+// nothing, and wakes every WaitApplied call with ErrClosed. It does not
+// close the DB (the caller owns it); call it after the Raft group stopped
+// applying.
 func (f *FSM) Close() {
-	f.closeOnce.Do(func() { close(f.closed) })
+	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		if f.fault == nil {
+			if err := f.flushLocked(); err != nil {
+				f.log.Error("raftfsm: writing applied state at close; the Raft log replays it", "err", err)
+			}
+		}
+		f.shut = true
+		f.mu.Unlock()
+		close(f.closed)
+	})
 }
 
-// applier applies the commands of one ApplyBatch call onto one indexed
-// batch, so each command reads the effects of the earlier ones. Dedup
-// records are decoded once per client and written back in commit.
+// applier applies the commands of one ApplyBatch call to the FSM's pending
+// writes, so each command reads the effects of the earlier ones. Dedup
+// records are decoded once per client and handed to the FSM at the end.
 type applier struct {
 	f        *FSM
-	b        *pebble.Batch
 	sessions map[uint64]*session
 	err      error // first storage error; apply stops at the entry
 }
@@ -357,14 +427,17 @@ func (a *applier) session(clientID uint64) *session {
 		return s
 	}
 	f := a.f
-	s, ok := f.sessions[clientID]
+	s, ok := f.pendSess[clientID]
+	if !ok {
+		s, ok = f.sessions[clientID]
+	}
 	if ok {
 		a.keep(clientID, s)
 		return s
 	}
 	f.keyBuf = appendSessionKey(f.keyBuf, f.prefix, clientID)
 	s = &session{}
-	v, closer, err := a.b.Get(f.keyBuf)
+	v, closer, err := f.db.Get(f.keyBuf)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
@@ -396,12 +469,11 @@ const (
 	maxCachedSessionBytes = 4 << 10
 )
 
-// cacheSessions keeps the records a batch used, now committed, in
-// f.sessions. When the cache is full an arbitrary entry makes room. Callers
-// hold mu.
+// cacheSessions keeps the records a batch used in f.sessions. When the
+// cache is full an arbitrary entry makes room; a changed record stays in
+// f.pendSess until it is written. Callers hold mu.
 func (f *FSM) cacheSessions(used map[uint64]*session) {
 	for id, s := range used {
-		s.dirty = false
 		if s.size > maxCachedSessionBytes {
 			delete(f.sessions, id)
 			continue
@@ -437,13 +509,12 @@ func (a *applier) execute(index uint64, c *Command) Result {
 		return Result{Status: StatusInvalid, Err: msg}
 	}
 	f := a.f
-	f.keyBuf = appendDataKey(f.keyBuf, f.prefix, c.Key)
-	key := f.keyBuf
 	if c.Kind == KindPut {
 		// A put does not depend on the current value: skip the read.
-		return a.put(key, index, c.Value)
+		f.setPending(c.Key, pendingValue{value: bytes.Clone(c.Value), version: index})
+		return Result{Status: StatusOK, Version: index}
 	}
-	found, version, value, closer := a.read(key, c.Key)
+	found, version, value, closer := a.read(c.Key)
 	if a.err != nil {
 		return Result{Status: StatusInvalid, Err: a.err.Error()}
 	}
@@ -455,10 +526,7 @@ func (a *applier) execute(index uint64, c *Command) Result {
 		if !found {
 			return Result{Status: StatusNotFound}
 		}
-		if err := a.b.Delete(key, nil); err != nil {
-			a.err = fmt.Errorf("raftfsm: delete: %w", err)
-			return Result{Status: StatusInvalid, Err: a.err.Error()}
-		}
+		f.setPending(c.Key, pendingValue{version: index, deleted: true})
 		return Result{Status: StatusOK, Version: index}
 	case KindCAS:
 		var ok bool
@@ -474,13 +542,23 @@ func (a *applier) execute(index uint64, c *Command) Result {
 			return Result{Status: StatusCompareFailed, Version: version, Exists: found, Value: cloneOrNil(value)}
 		}
 	}
-	return a.put(key, index, c.Value)
+	f.setPending(c.Key, pendingValue{value: bytes.Clone(c.Value), version: index})
+	return Result{Status: StatusOK, Version: index}
 }
 
-// read returns the current version and value of a storage key; value is
-// valid until closer (non-nil when found) is closed.
-func (a *applier) read(key, userKey []byte) (found bool, version uint64, value []byte, closer io.Closer) {
-	v, closer, err := a.b.Get(key)
+// read returns the current version and value of a user key, pending or in
+// Pebble; value is valid until closer (non-nil when read from Pebble) is
+// closed.
+func (a *applier) read(userKey []byte) (found bool, version uint64, value []byte, closer io.Closer) {
+	f := a.f
+	if pv, ok := f.pending[string(userKey)]; ok {
+		if pv.deleted {
+			return false, 0, nil, nil
+		}
+		return true, pv.version, pv.value, nil
+	}
+	f.keyBuf = appendDataKey(f.keyBuf, f.prefix, userKey)
+	v, closer, err := f.db.Get(f.keyBuf)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, 0, nil, nil
 	}
@@ -494,50 +572,6 @@ func (a *applier) read(key, userKey []byte) (found bool, version uint64, value [
 		return false, 0, nil, nil
 	}
 	return true, binary.BigEndian.Uint64(v), v[versionLen:], closer
-}
-
-func (a *applier) put(key []byte, index uint64, value []byte) Result {
-	op := a.b.SetDeferred(len(key), versionLen+len(value))
-	copy(op.Key, key)
-	binary.BigEndian.PutUint64(op.Value, index)
-	copy(op.Value[versionLen:], value)
-	if err := op.Finish(); err != nil {
-		a.err = fmt.Errorf("raftfsm: write: %w", err)
-		return Result{Status: StatusInvalid, Err: a.err.Error()}
-	}
-	return Result{Status: StatusOK, Version: index}
-}
-
-// commit writes the changed dedup records (in client order, so every
-// replica builds the same batch) and the applied index, then commits.
-func (a *applier) commit(applied uint64) error {
-	if a.err != nil {
-		return a.err
-	}
-	f := a.f
-	ids := make([]uint64, 0, len(a.sessions))
-	for id, s := range a.sessions {
-		if s.dirty {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		f.keyBuf = appendSessionKey(f.keyBuf, f.prefix, id)
-		f.valBuf = a.sessions[id].appendTo(f.valBuf[:0])
-		if err := a.b.Set(f.keyBuf, f.valBuf, nil); err != nil {
-			return fmt.Errorf("raftfsm: write dedup record: %w", err)
-		}
-	}
-	var idx [8]byte
-	binary.BigEndian.PutUint64(idx[:], applied)
-	if err := a.b.Set(f.appliedK, idx[:], nil); err != nil {
-		return fmt.Errorf("raftfsm: write applied index: %w", err)
-	}
-	if err := a.b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("raftfsm: commit: %w", err)
-	}
-	return nil
 }
 
 func cloneOrNil(b []byte) []byte {

@@ -39,9 +39,16 @@ func openDB(t testingT) *pebble.DB {
 // newFSM returns the FSM of partition pid on db, closed at cleanup.
 func newFSM(t testingT, db *pebble.DB, pid uint32) *FSM {
 	t.Helper()
+	return newFSMWriteBack(t, db, pid, 0)
+}
+
+// newFSMWriteBack is newFSM with Config.WriteBack set.
+func newFSMWriteBack(t testingT, db *pebble.DB, pid uint32, writeBack int) *FSM {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Partition = pid
 	cfg.DB = db
+	cfg.WriteBack = writeBack
 	f, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -131,3 +138,12 @@ func applyOne(t testingT, f *FSM, index uint64, c Command) Result {
 }
 
 var _ testingT = (*testing.T)(nil)
+
+// crash abandons f as a killed process would: what waits in memory is
+// never written, and f's later Flush and Close calls do nothing.
+func (f *FSM) crash() {
+	f.mu.Lock()
+	f.shut = true
+	f.mu.Unlock()
+	f.closeOnce.Do(func() { close(f.closed) })
+}

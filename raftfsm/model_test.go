@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"testing"
@@ -184,13 +185,19 @@ func (h *history) entry(t *rapid.T) (Entry, []Command) {
 	return Entry{Index: h.index, Data: EncodeBatch(nil, cmds)}, cmds
 }
 
+// TestFSMMatchesModel runs random histories against the model, with every
+// batch written through and with writes waiting in memory (Config.WriteBack)
+// for a few commands or for the whole history, through flushes, replays,
+// restarts, crashes that lose what waited, and snapshot transfers.
 func TestFSMMatchesModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
+		writeBack := rapid.SampledFrom([]int{0, 300, 1 << 20}).Draw(t, "writeBack")
 		db := openDB(t)
-		f := newFSM(t, db, 3)
+		f := newFSMWriteBack(t, db, 3, writeBack)
 		m := newModel()
 		h := &history{nextSeq: map[uint64]uint64{}, version: func(k string) uint64 { return m.data[k].version }}
 		var applied []Entry
+		var appliedResults [][]Result
 		t.Repeat(map[string]func(*rapid.T){
 			"apply": func(t *rapid.T) {
 				n := rapid.IntRange(1, 4).Draw(t, "entries")
@@ -204,6 +211,40 @@ func TestFSMMatchesModel(t *testing.T) {
 					m.checkEntry(t, e, cmds[i], results[i])
 				}
 				applied = append(applied, entries...)
+				appliedResults = append(appliedResults, results...)
+			},
+			"flush": func(t *rapid.T) {
+				if err := f.Flush(); err != nil {
+					t.Fatalf("Flush: %v", err)
+				}
+				m.checkStored(t, db, f.prefix, h.index)
+			},
+			"crash and replay": func(t *rapid.T) {
+				f.crash()
+				f = newFSMWriteBack(t, db, 3, writeBack)
+				from := f.AppliedIndex()
+				if from > h.index {
+					t.Fatalf("after a crash AppliedIndex = %d, above the %d applied", from, h.index)
+				}
+				// Raft replays every entry after the stored applied index,
+				// in batches of its choosing; the results must be the first
+				// ones, since a client may be waiting for them.
+				i, _ := slices.BinarySearchFunc(applied, from+1, func(e Entry, idx uint64) int { return int(e.Index) - int(idx) })
+				for rest := i; rest < len(applied); {
+					n := rapid.IntRange(1, len(applied)-rest).Draw(t, "replay batch")
+					for j, rs := range f.ApplyBatch(applied[rest : rest+n]) {
+						want := appliedResults[rest+j]
+						if len(rs) != len(want) {
+							t.Fatalf("replayed entry %d: %d results, first run %d", applied[rest+j].Index, len(rs), len(want))
+						}
+						for k := range rs {
+							if !resultsEqual(rs[k], want[k]) {
+								t.Fatalf("replayed entry %d command %d: %+v, first run %+v", applied[rest+j].Index, k, rs[k], want[k])
+							}
+						}
+					}
+					rest += n
+				}
 			},
 			"replay": func(t *rapid.T) {
 				if len(applied) == 0 {
@@ -223,7 +264,7 @@ func TestFSMMatchesModel(t *testing.T) {
 			},
 			"reopen": func(t *rapid.T) {
 				f.Close()
-				f = newFSM(t, db, 3)
+				f = newFSMWriteBack(t, db, 3, writeBack)
 			},
 			"snapshot and restore elsewhere": func(t *rapid.T) {
 				fresh := openDB(t)
@@ -282,7 +323,7 @@ func transfer(t testingT, src *FSM, dst *pebble.DB, pid uint32) *FSM {
 	if _, err := snap.WriteTo(&buf); err != nil {
 		t.Fatalf("WriteTo: %v", err)
 	}
-	f := newFSM(t, dst, pid)
+	f := newFSMWriteBack(t, dst, pid, src.writeBack)
 	if err := f.Restore(&buf); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
@@ -305,7 +346,8 @@ func TestDeterminism(t *testing.T) {
 			entries[i], _ = h.entry(t)
 		}
 		dbA, dbB := openDB(t), openDB(t)
-		a, b := newFSM(t, dbA, 9), newFSM(t, dbB, 9)
+		a := newFSM(t, dbA, 9)
+		b := newFSMWriteBack(t, dbB, 9, rapid.SampledFrom([]int{0, 300, 1 << 20}).Draw(t, "writeBack"))
 		var resA, resB [][]Result
 		for _, e := range entries {
 			resA = append(resA, a.ApplyBatch([]Entry{e})...)
@@ -325,8 +367,38 @@ func TestDeterminism(t *testing.T) {
 				}
 			}
 		}
+		if err := b.Flush(); err != nil {
+			t.Fatalf("Flush: %v", err)
+		}
 		if d := diffKeyspaces(dump(t, dbA), dump(t, dbB)); d != "" {
 			t.Fatalf("keyspaces differ: %s", d)
 		}
 	})
+}
+
+// checkStored checks that Pebble itself, read around the FSM, holds the
+// model's data and the applied index.
+func (m *model) checkStored(t *rapid.T, db *pebble.DB, prefix []byte, applied uint64) {
+	t.Helper()
+	if got, err := readApplied(db, appliedKey(prefix)); err != nil || got != applied {
+		t.Fatalf("stored applied index = %d, %v; want %d", got, err, applied)
+	}
+	for _, k := range modelKeys {
+		want, found := m.data[k]
+		v, closer, err := db.Get(appendDataKey(nil, prefix, []byte(k)))
+		if !found {
+			if !errors.Is(err, pebble.ErrNotFound) {
+				t.Fatalf("stored %q: %v, want not found", k, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("stored %q: %v, want %q@%d", k, err, want.value, want.version)
+		}
+		ok := len(v) >= versionLen && binary.BigEndian.Uint64(v) == want.version && bytes.Equal(v[versionLen:], want.value)
+		closer.Close()
+		if !ok {
+			t.Fatalf("stored %q = %x, want %q@%d", k, v, want.value, want.version)
+		}
+	}
 }

@@ -46,14 +46,15 @@ type Snapshot struct {
 	end       []byte
 }
 
-// Snapshot captures the partition at its applied index. It is cheap: the
-// data is read later, by WriteTo, from the pinned Pebble snapshot. It fails
-// with ErrFailed while the FSM has stopped applying (see ApplyBatch).
+// Snapshot captures the partition at its applied index. It is cheap: it
+// writes what waits in memory to Pebble, and the data is read later, by
+// WriteTo, from the pinned Pebble snapshot. It fails with ErrFailed while
+// the FSM has stopped applying (see ApplyBatch).
 func (f *FSM) Snapshot() (*Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fault != nil {
-		return nil, f.fault
+	if err := f.flushLocked(); err != nil {
+		return nil, err
 	}
 	snap := f.db.NewSnapshot()
 	// Read the index from the snapshot itself, so it describes exactly the
@@ -213,6 +214,14 @@ func (f *FSM) Restore(r io.Reader) error {
 		}
 		return nil
 	}
+	if f.fault == nil {
+		// Write what waits in memory first, so that a restore that fails
+		// before it commits leaves a whole local state behind. A fault
+		// has already dropped it.
+		if err := f.flushLocked(); err != nil {
+			return err
+		}
+	}
 	f.log.Info("raftfsm: restoring snapshot", "snapshot_index", index)
 	count, cleared, err := f.restoreRecords(sr, index)
 	if err != nil && !cleared {
@@ -221,6 +230,7 @@ func (f *FSM) Restore(r io.Reader) error {
 	}
 	if err != nil {
 		f.applied.Store(0)
+		f.persisted = 0
 		f.setFault(fmt.Errorf("restore of snapshot %d: %w", index, err))
 		if cerr := f.db.DeleteRange(f.prefix, f.end, pebble.Sync); cerr != nil {
 			f.log.Error("raftfsm: clearing partition after failed restore", "err", cerr)
@@ -231,6 +241,7 @@ func (f *FSM) Restore(r io.Reader) error {
 	f.fault = nil
 	f.stateMu.Unlock()
 	f.applied.Store(index)
+	f.persisted = index
 	f.wake()
 	f.log.Info("raftfsm: restored snapshot", "snapshot_index", index, "keys", count)
 	return nil

@@ -1,12 +1,51 @@
 package replica
 
 import (
+	"errors"
 	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/ringkv/ringkv/raftfsm"
 )
+
+// Bounds of Config.ApplyFlushDelay and ApplyWriteBack: what waits is per
+// partition, and a node hosts hundreds; a crash replays it from the Raft
+// log.
+const (
+	MaxApplyFlushDelay = time.Second
+	maxApplyWriteBack  = 16 << 20
+)
+
+// openFSM opens the partition's state machine. With ApplyFlushDelay set,
+// applied writes wait in memory and a timer, armed when they start waiting,
+// writes them to Pebble ApplyFlushDelay later (see raftfsm/pending.go).
+func openFSM(cfg Config, log *slog.Logger) (*raftfsm.FSM, *time.Timer, error) {
+	fc := raftfsm.Config{Partition: cfg.Partition, DB: cfg.Store.DB(), Logger: log}
+	if cfg.ApplyFlushDelay <= 0 {
+		fsm, err := raftfsm.New(fc)
+		return fsm, nil, err
+	}
+	var opened atomic.Pointer[raftfsm.FSM]
+	timer := time.AfterFunc(time.Hour, func() {
+		err := opened.Load().Flush()
+		if err != nil && !errors.Is(err, raftfsm.ErrClosed) {
+			log.Error("writing applied state to the store", "err", err)
+		}
+	})
+	timer.Stop()
+	fc.WriteBack = cfg.ApplyWriteBack
+	fc.OnPending = func() { timer.Reset(cfg.ApplyFlushDelay) }
+	fsm, err := raftfsm.New(fc)
+	if err != nil {
+		return nil, nil, err
+	}
+	opened.Store(fsm)
+	return fsm, timer, nil
+}
 
 // fsmAdapter presents the replica's raftfsm.FSM to hashicorp/raft as a
 // BatchingFSM, so one Pebble batch covers every entry Raft hands over at once.

@@ -442,6 +442,11 @@ func TestConfigValidate(t *testing.T) {
 		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout }, false},
 		{"zero max append", func(c *Config) { c.MaxAppendEntries = 0 }, false},
 		{"no logger", func(c *Config) { c.Logger = nil }, false},
+		{"applies written through", func(c *Config) { c.ApplyFlushDelay = 0; c.ApplyWriteBack = 0 }, true},
+		{"negative apply flush delay", func(c *Config) { c.ApplyFlushDelay = -time.Second }, false},
+		{"apply flush delay too long", func(c *Config) { c.ApplyFlushDelay = 2 * MaxApplyFlushDelay }, false},
+		{"write-back without a size", func(c *Config) { c.ApplyWriteBack = 0 }, false},
+		{"write-back too large", func(c *Config) { c.ApplyWriteBack = maxApplyWriteBack + 1 }, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -559,4 +564,31 @@ func (l nopLayer) Close() error              { close(l.done); return nil }
 func (nopLayer) Addr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 func (nopLayer) Dial(string, time.Duration) (net.Conn, error) {
 	return nil, errors.New("nopLayer does not dial")
+}
+
+// TestAppliedWritesReachTheStore: with ApplyFlushDelay, an applied write
+// waits in memory (reads see it) and the flush timer writes it to every
+// replica's store within the delay, where a fresh state machine on the same
+// store finds it.
+func TestAppliedWritesReachTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, "a", "b", "c")
+		res := propose(t, g.leader(), put("k", "v", 1))
+		time.Sleep(TestConfig().ApplyFlushDelay + 10*time.Millisecond)
+		synctest.Wait()
+		for _, id := range g.ids {
+			cfg := raftfsm.DefaultConfig()
+			cfg.Partition, cfg.DB = 7, g.stores[id].DB()
+			f, err := raftfsm.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, ver, err := f.Get([]byte("k"))
+			if f.AppliedIndex() < res.Version || err != nil || string(v) != "v" || ver != res.Version {
+				t.Fatalf("%s's store after the flush delay: applied %d, k = %q@%d, %v; want v@%d",
+					id, f.AppliedIndex(), v, ver, err, res.Version)
+			}
+			f.Close()
+		}
+	})
 }
