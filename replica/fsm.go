@@ -2,6 +2,7 @@ package replica
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -20,14 +21,29 @@ const (
 	maxApplyWriteBack  = 16 << 20
 )
 
-// openFSM opens the partition's state machine. With ApplyFlushDelay set,
-// applied writes wait in memory and a timer, armed when they start waiting,
-// writes them to Pebble ApplyFlushDelay later (see raftfsm/pending.go).
+// openFSM opens the partition's state machine, with applied writes waiting
+// in memory when ApplyFlushDelay is set.
 func openFSM(cfg Config, log *slog.Logger) (*raftfsm.FSM, *time.Timer, error) {
 	fc := raftfsm.Config{Partition: cfg.Partition, DB: cfg.Store.DB(), Logger: log}
 	if cfg.ApplyFlushDelay <= 0 {
 		fsm, err := raftfsm.New(fc)
 		return fsm, nil, err
+	}
+	fc.WriteBack = cfg.ApplyWriteBack
+	return NewFlushingFSM(fc, cfg.ApplyFlushDelay)
+}
+
+// NewFlushingFSM opens a state machine whose applied writes wait in memory
+// (fc.WriteBack must be above 0) and a timer, armed when they start to
+// wait, that writes them to Pebble delay later (raftfsm/pending.go). Stop
+// the timer after closing the FSM; a flush after Close does nothing.
+func NewFlushingFSM(fc raftfsm.Config, delay time.Duration) (*raftfsm.FSM, *time.Timer, error) {
+	if fc.WriteBack <= 0 || delay <= 0 {
+		return nil, nil, fmt.Errorf("replica: a flushing state machine needs WriteBack and delay above 0, got %d bytes and %v", fc.WriteBack, delay)
+	}
+	log := fc.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	var opened atomic.Pointer[raftfsm.FSM]
 	timer := time.AfterFunc(time.Hour, func() {
@@ -37,8 +53,7 @@ func openFSM(cfg Config, log *slog.Logger) (*raftfsm.FSM, *time.Timer, error) {
 		}
 	})
 	timer.Stop()
-	fc.WriteBack = cfg.ApplyWriteBack
-	fc.OnPending = func() { timer.Reset(cfg.ApplyFlushDelay) }
+	fc.OnPending = func() { timer.Reset(delay) }
 	fsm, err := raftfsm.New(fc)
 	if err != nil {
 		return nil, nil, err

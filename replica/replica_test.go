@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -591,4 +592,23 @@ func TestAppliedWritesReachTheStore(t *testing.T) {
 			f.Close()
 		}
 	})
+}
+
+func TestNewFlushingFSMNeedsWriteBackAndDelay(t *testing.T) {
+	st, err := storage.Open(storage.TestConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fc := raftfsm.DefaultConfig()
+	fc.DB = st.DB()
+	for _, tc := range []struct {
+		writeBack int
+		delay     time.Duration
+	}{{0, time.Second}, {1 << 10, 0}} {
+		fc.WriteBack = tc.writeBack
+		if _, _, err := NewFlushingFSM(fc, tc.delay); err == nil || !strings.Contains(err.Error(), "needs WriteBack and delay above 0") {
+			t.Fatalf("NewFlushingFSM(WriteBack %d, delay %v) = %v, want a refusal", tc.writeBack, tc.delay, err)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/ringkv/ringkv/raftfsm"
+	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/storage"
 )
 
@@ -112,6 +113,7 @@ type group struct {
 	rn      *raft.RawNode
 	mem     *raft.MemoryStorage
 	fsm     *raftfsm.FSM
+	flush   *time.Timer // writes fsm's pending state
 	leader  atomic.Bool
 	flying  bool // its last Ready waits for a log write (scheduler only)
 	pmu     sync.Mutex
@@ -252,7 +254,10 @@ func openNode(cfg clusterConfig, i int) (*mrNode, error) {
 }
 
 func (n *mrNode) openGroup(pid uint32) (*group, error) {
-	fsm, err := raftfsm.New(raftfsm.Config{Partition: pid, DB: n.db, Logger: slog.New(slog.DiscardHandler)})
+	// Applied writes wait in memory as kvd's do (replica.Config.ApplyFlushDelay).
+	rd := replica.DefaultConfig()
+	fsm, flush, err := replica.NewFlushingFSM(raftfsm.Config{Partition: pid, DB: n.db, Logger: slog.New(slog.DiscardHandler),
+		WriteBack: rd.ApplyWriteBack}, rd.ApplyFlushDelay)
 	if err != nil {
 		return nil, err
 	}
@@ -269,9 +274,11 @@ func (n *mrNode) openGroup(pid uint32) (*group, error) {
 		Logger:          quietLogger{},
 	})
 	if err != nil {
+		fsm.Close()
+		flush.Stop()
 		return nil, err
 	}
-	return &group{pid: pid, logKey: logPrefix(pid), hsKey: stateKey(pid), rn: rn, mem: mem, fsm: fsm, pending: map[uint64]*proposal{}}, nil
+	return &group{pid: pid, logKey: logPrefix(pid), hsKey: stateKey(pid), rn: rn, mem: mem, fsm: fsm, flush: flush, pending: map[uint64]*proposal{}}, nil
 }
 
 // do runs f on the scheduler goroutine and waits for it.
@@ -719,6 +726,7 @@ func (c *mrCluster) Close() error {
 		}
 		for _, g := range n.groups {
 			g.fsm.Close()
+			g.flush.Stop()
 		}
 		errs = append(errs, n.store.Close())
 	}
