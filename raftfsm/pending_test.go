@@ -135,20 +135,12 @@ func TestRestoreOverPendingState(t *testing.T) {
 	src := newFSM(t, openDB(t), 5)
 	applyOne(t, src, 1, put("k", "snap"))
 	applyOne(t, src, 9, put("only-in-snapshot", "x"))
-	snap, err := src.Snapshot()
-	if err != nil {
-		t.Fatalf("Snapshot: %v", err)
-	}
-	defer snap.Release()
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatalf("WriteTo: %v", err)
-	}
+	snap := snapshotBytes(t, src)
 
 	f := newFSMWriteBack(t, openDB(t), 5, 1<<20)
 	applyOne(t, f, 1, put("k", "local"))
 	applyOne(t, f, 2, put("local-only", "y"))
-	if err := f.Restore(&buf); err != nil {
+	if err := f.Restore(bytes.NewReader(snap)); err != nil {
 		t.Fatalf("Restore: %v", err)
 	}
 	if v, _, err := f.Get([]byte("k")); err != nil || string(v) != "snap" {
