@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/ringkv/ringkv/replica"
 )
 
 // DefaultGOGC is kvd's garbage collector target (the GOGC percentage) when
@@ -61,7 +63,7 @@ func ParseFlags(args []string, logOut, usageOut io.Writer) (Config, error) {
 	fs.Uint64Var(&c.SnapshotThreshold, "raft-snapshot-threshold", c.SnapshotThreshold, "a partition snapshots its state machine once this many Raft log entries were added since its last snapshot, and then truncates its log (a snapshot copies the whole partition: lower it for prompter truncation of small partitions under sustained writes)")
 	fs.DurationVar(&c.SnapshotInterval, "raft-snapshot-interval", c.SnapshotInterval, "how often each partition checks --raft-snapshot-threshold (randomized between this and twice this), so also how soon after reaching it a partition snapshots")
 	fs.Uint64Var(&c.TrailingLogs, "raft-trailing-logs", c.TrailingLogs, "Raft log entries a partition keeps after a snapshot, so that a follower that fell behind by fewer catches up from the log instead of a snapshot")
-	fs.DurationVar(&c.ApplyFlushDelay, "apply-flush-delay", c.ApplyFlushDelay, "a partition's applied writes may wait in memory (where every read sees them) up to this long, or until they hold 128 KiB, and reach the store together with its dedup records and applied index: less CPU per write under load; a crash loses none of it, since the synced Raft log replays it (0: write every apply through)")
+	fs.DurationVar(&c.ApplyFlushDelay, "apply-flush-delay", c.ApplyFlushDelay, fmt.Sprintf("a partition's applied writes may wait in memory (where every read sees them) up to this long, or until they hold %d KiB, and reach the store together with its dedup records and applied index: less CPU per write under load; a crash loses none of it, since the synced Raft log replays it (0: write every apply through)", replica.DefaultConfig().ApplyWriteBack>>10))
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&raftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log lines: debug, info, warn, error")

@@ -45,9 +45,9 @@ type Config struct {
 	OnPending func()
 }
 
-// maxWriteBack bounds Config.WriteBack: what waits in memory is per
+// MaxWriteBack bounds Config.WriteBack: what waits in memory is per
 // partition, and a node hosts hundreds.
-const maxWriteBack = 64 << 20
+const MaxWriteBack = 16 << 20
 
 // DefaultConfig returns a Config that discards logs and writes every batch
 // through (WriteBack 0); set Partition and DB.
@@ -64,8 +64,8 @@ func (c Config) Validate() error {
 	if c.Logger == nil {
 		errs = append(errs, errors.New("raftfsm: Config.Logger is nil; start from DefaultConfig()"))
 	}
-	if c.WriteBack < 0 || c.WriteBack > maxWriteBack {
-		errs = append(errs, fmt.Errorf("raftfsm: Config.WriteBack %d bytes outside 0..%d", c.WriteBack, maxWriteBack))
+	if c.WriteBack < 0 || c.WriteBack > MaxWriteBack {
+		errs = append(errs, fmt.Errorf("raftfsm: Config.WriteBack %d bytes outside 0..%d", c.WriteBack, MaxWriteBack))
 	}
 	return errors.Join(errs...)
 }

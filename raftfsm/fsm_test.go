@@ -20,9 +20,9 @@ func TestConfigValidate(t *testing.T) {
 		{"default lacks DB", func(*Config) {}, "Config.DB is nil"},
 		{"complete", func(c *Config) { c.DB = db }, ""},
 		{"nil logger", func(c *Config) { c.DB = db; c.Logger = nil }, "Config.Logger is nil"},
-		{"write-back", func(c *Config) { c.DB = db; c.WriteBack = maxWriteBack }, ""},
-		{"negative write-back", func(c *Config) { c.DB = db; c.WriteBack = -1 }, "Config.WriteBack -1 bytes outside 0..67108864"},
-		{"write-back too large", func(c *Config) { c.DB = db; c.WriteBack = maxWriteBack + 1 }, "outside 0..67108864"},
+		{"write-back", func(c *Config) { c.DB = db; c.WriteBack = MaxWriteBack }, ""},
+		{"negative write-back", func(c *Config) { c.DB = db; c.WriteBack = -1 }, "Config.WriteBack -1 bytes outside 0..16777216"},
+		{"write-back too large", func(c *Config) { c.DB = db; c.WriteBack = MaxWriteBack + 1 }, "outside 0..16777216"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

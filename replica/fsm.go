@@ -13,13 +13,10 @@ import (
 	"github.com/ringkv/ringkv/raftfsm"
 )
 
-// Bounds of Config.ApplyFlushDelay and ApplyWriteBack: what waits is per
-// partition, and a node hosts hundreds; a crash replays it from the Raft
-// log.
-const (
-	MaxApplyFlushDelay = time.Second
-	maxApplyWriteBack  = 16 << 20
-)
+// MaxApplyFlushDelay bounds Config.ApplyFlushDelay: a crash replays what
+// waited from the Raft log, and a snapshot waits for it to be written.
+// raftfsm.MaxWriteBack bounds ApplyWriteBack.
+const MaxApplyFlushDelay = time.Second
 
 // openFSM opens the partition's state machine, with applied writes waiting
 // in memory when ApplyFlushDelay is set.
@@ -41,10 +38,7 @@ func NewFlushingFSM(fc raftfsm.Config, delay time.Duration) (*raftfsm.FSM, *time
 	if fc.WriteBack <= 0 || delay <= 0 {
 		return nil, nil, fmt.Errorf("replica: a flushing state machine needs WriteBack and delay above 0, got %d bytes and %v", fc.WriteBack, delay)
 	}
-	log := fc.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := fc.Logger // raftfsm.New refuses a nil one before the timer can fire
 	var opened atomic.Pointer[raftfsm.FSM]
 	timer := time.AfterFunc(time.Hour, func() {
 		err := opened.Load().Flush()

@@ -153,8 +153,8 @@ func (c Config) Validate() error {
 		return errors.New("replica: LogCacheSize must be positive")
 	case c.ApplyFlushDelay < 0 || c.ApplyFlushDelay > MaxApplyFlushDelay:
 		return fmt.Errorf("replica: ApplyFlushDelay %v outside 0..%v", c.ApplyFlushDelay, MaxApplyFlushDelay)
-	case c.ApplyFlushDelay > 0 && (c.ApplyWriteBack <= 0 || c.ApplyWriteBack > maxApplyWriteBack):
-		return fmt.Errorf("replica: ApplyWriteBack %d bytes outside 1..%d", c.ApplyWriteBack, maxApplyWriteBack)
+	case c.ApplyFlushDelay > 0 && (c.ApplyWriteBack <= 0 || c.ApplyWriteBack > raftfsm.MaxWriteBack):
+		return fmt.Errorf("replica: ApplyWriteBack %d bytes outside 1..%d", c.ApplyWriteBack, raftfsm.MaxWriteBack)
 	case c.Logger == nil:
 		return errors.New("replica: Logger is nil")
 	}

@@ -447,7 +447,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative apply flush delay", func(c *Config) { c.ApplyFlushDelay = -time.Second }, false},
 		{"apply flush delay too long", func(c *Config) { c.ApplyFlushDelay = 2 * MaxApplyFlushDelay }, false},
 		{"write-back without a size", func(c *Config) { c.ApplyWriteBack = 0 }, false},
-		{"write-back too large", func(c *Config) { c.ApplyWriteBack = maxApplyWriteBack + 1 }, false},
+		{"write-back too large", func(c *Config) { c.ApplyWriteBack = raftfsm.MaxWriteBack + 1 }, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
