@@ -246,16 +246,12 @@ func proposeOrForward[Req, Resp any](ctx context.Context, n *Node, req *connect.
 // timeout ends. Only "no leader yet" and "not leader" are retried here: an
 // election or a stale leader hint passes within a few heartbeats.
 func (n *Node) withRetry(ctx context.Context, attempt func(context.Context) error) error {
-	budget := n.cfg.RequestTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		// Answer a little before the caller gives up (Connect and gRPC
-		// carry its deadline), so it hears "unavailable" rather than timing
-		// out and having to assume a write may have happened.
-		left := time.Until(dl)
-		budget = min(budget, left-min(left/10, 250*time.Millisecond))
+	if ctx.Value(budgetedKey{}) == nil {
+		dl, ok := ctx.Deadline()
+		ctx2, cancel := context.WithTimeout(ctx, n.requestBudget(time.Until(dl), ok))
+		defer cancel()
+		ctx = ctx2
 	}
-	ctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
 	wait := 10 * time.Millisecond
 	for {
 		err := attempt(ctx)
@@ -272,6 +268,24 @@ func (n *Node) withRetry(ctx context.Context, attempt func(context.Context) erro
 		wait = min(wait*2, 200*time.Millisecond)
 	}
 }
+
+// requestBudget is how long a request may take here: RequestTimeout, and
+// when the caller has a deadline (left from now), a little less than that,
+// so it hears "unavailable" rather than timing out and having to assume a
+// write may have happened. Connect and gRPC carry the caller's deadline,
+// as the native protocol carries its timeout.
+func (n *Node) requestBudget(left time.Duration, hasDeadline bool) time.Duration {
+	budget := n.cfg.RequestTimeout
+	if hasDeadline {
+		budget = min(budget, left-min(left/10, 250*time.Millisecond))
+	}
+	return budget
+}
+
+// budgetedKey marks the contexts of the native server's requests, whose
+// deadline is already requestBudget's (newNativeServer), so withRetry does
+// not derive a second one.
+type budgetedKey struct{}
 
 func retryable(err error) bool {
 	return errors.Is(err, replica.ErrNotLeader) || errors.Is(err, replica.ErrNoLeader) ||

@@ -148,3 +148,65 @@ func TestNativeBadFrames(t *testing.T) {
 		t.Fatalf("node stopped serving after bad frames: %v", err)
 	}
 }
+
+// A request's budget: RequestTimeout, or a little less than the caller's
+// deadline when that comes first.
+func TestRequestBudget(t *testing.T) {
+	n := &Node{cfg: Config{RequestTimeout: 5 * time.Second}}
+	for _, tc := range []struct {
+		left time.Duration
+		has  bool
+		want time.Duration
+	}{
+		{0, false, 5 * time.Second},
+		{time.Second, true, 900 * time.Millisecond},
+		{2 * time.Second, true, 1800 * time.Millisecond},
+		{4 * time.Second, true, 3750 * time.Millisecond}, // the margin stops at 250 ms
+		{time.Minute, true, 5 * time.Second},
+	} {
+		if got := n.requestBudget(tc.left, tc.has); got != tc.want {
+			t.Errorf("requestBudget(%v, %v) = %v, want %v", tc.left, tc.has, got, tc.want)
+		}
+	}
+}
+
+// withRetry derives the budget's deadline for a context without one from
+// the native server, and leaves a native request's context, which carries
+// it already, as it is: one deadline per request.
+func TestWithRetryDerivesOneDeadline(t *testing.T) {
+	n := &Node{cfg: Config{RequestTimeout: 5 * time.Second}, stop: make(chan struct{})}
+	deadlineOf := func(ctx context.Context) (seen context.Context, dl time.Time, ok bool) {
+		_ = n.withRetry(ctx, func(ctx context.Context) error {
+			seen = ctx
+			dl, ok = ctx.Deadline()
+			return nil
+		})
+		return seen, dl, ok
+	}
+
+	parent, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	seen, dl, ok := deadlineOf(parent)
+	if !ok || seen == parent || dl.Sub(start) > 1850*time.Millisecond {
+		t.Fatalf("a Connect-style context with 2s left: the attempt's deadline is %v from the start (set: %v); want about 1.8s", dl.Sub(start), ok)
+	}
+
+	native, cancel2 := context.WithTimeout(context.WithValue(context.Background(), budgetedKey{}, true), 2*time.Second)
+	defer cancel2()
+	if seen, _, _ := deadlineOf(native); seen != native {
+		t.Fatal("withRetry derived a second deadline for a native request's context, which has its budget already")
+	}
+
+	// The native server gives its requests that budget and that mark.
+	cfg := nativeServerConfig(n)
+	if got := cfg.Budget(2 * time.Second); got != 1800*time.Millisecond {
+		t.Errorf("native server: a 2s timeout gets a budget of %v, want 1.8s", got)
+	}
+	if got := cfg.Budget(0); got != 5*time.Second {
+		t.Errorf("native server: a request without a timeout gets a budget of %v, want RequestTimeout 5s", got)
+	}
+	if cfg.BaseContext == nil || cfg.BaseContext.Value(budgetedKey{}) == nil {
+		t.Error("native server: the handlers' base context lacks the budget mark, so withRetry would derive a second deadline")
+	}
+}

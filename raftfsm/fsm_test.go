@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -581,5 +582,41 @@ func TestSessionCacheBounds(t *testing.T) {
 	index++
 	if r2 := applyOne(t, f, index, req(casValue("big", "other", "x"), 999, 1, 0)); !resultsEqual(r2, r) {
 		t.Fatalf("retried CAS = %+v, want the stored failure", r2)
+	}
+}
+
+// ApplyBatch keeps its map of the batch's dedup records for the next batch,
+// emptied, instead of making one per batch; one that grew past
+// maxReusedSessions is dropped.
+func TestApplyBatchReusesItsSessionMap(t *testing.T) {
+	f := newFSM(t, openDB(t), 1)
+	applyOne(t, f, 1, req(put("a", "1"), 7, 1, 0))
+	first := f.used
+	if first == nil || len(first) != 0 {
+		t.Fatalf("after a batch with a client id the reused map is %v; want an empty map", first)
+	}
+	applyOne(t, f, 2, req(put("a", "2"), 8, 1, 0))
+	if reflect.ValueOf(f.used).Pointer() != reflect.ValueOf(first).Pointer() || len(f.used) != 0 {
+		t.Fatalf("the second batch did not reuse the first batch's map, emptied (len %d)", len(f.used))
+	}
+	// A repeated request id is still answered from its record.
+	if r := applyOne(t, f, 3, req(put("a", "3"), 7, 1, 0)); r.Status != StatusOK {
+		t.Fatalf("retry of client 7 seq 1: %+v", r)
+	}
+	if v, _, err := f.Get([]byte("a")); err != nil || string(v) != "2" {
+		t.Fatalf("after the retry a = %q, %v; want 2 (the retry applies nothing)", v, err)
+	}
+
+	var cmds []Command
+	for c := range uint64(maxReusedSessions + 1) {
+		cmds = append(cmds, req(put("b", "x"), 100+c, 1, 0))
+	}
+	f.ApplyBatch([]Entry{entry(4, cmds...)})
+	if f.used != nil {
+		t.Fatalf("after a batch of %d clients the map (len %d) was kept; want it dropped", len(cmds), len(f.used))
+	}
+	applyOne(t, f, 5, req(put("c", "1"), 7, 2, 0))
+	if f.used == nil {
+		t.Fatal("no map kept after a small batch that followed a large one")
 	}
 }

@@ -37,6 +37,16 @@ type ServerConfig struct {
 	// SniffTimeout bounds how long a new connection on a shared port may take
 	// to send its first bytes (see Split).
 	SniffTimeout time.Duration
+	// Budget, if set, maps the timeout a request carries (0: none) to how
+	// long its handler may run (0 or less: no deadline). A server that
+	// answers a little before its clients give up, or bounds requests that
+	// carry no timeout, says so here, so that each request gets one
+	// deadline (a timer and a context) rather than one more in the handler.
+	Budget func(timeout time.Duration) time.Duration
+	// BaseContext is the parent of every handler's context, for values the
+	// handlers look up (nil: context.Background()). A forced Close cancels
+	// the handlers' contexts either way.
+	BaseContext context.Context
 }
 
 // DefaultServerConfig returns the defaults.
@@ -102,7 +112,11 @@ func NewServer(cfg ServerConfig, h Handler, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, handler: h, log: log, conns: map[*serverConn]struct{}{},
 		work: make(chan job)}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	base := cfg.BaseContext
+	if base == nil {
+		base = context.Background()
+	}
+	s.ctx, s.cancel = context.WithCancel(base)
 	return s, nil
 }
 
@@ -227,6 +241,9 @@ func (s *Server) worker(r job) {
 // handle runs one request and queues its answer.
 func (s *Server) handle(sc *serverConn, id uint32, m Method, timeout time.Duration, payload []byte) {
 	ctx := s.ctx
+	if s.cfg.Budget != nil {
+		timeout = s.cfg.Budget(timeout)
+	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)

@@ -381,6 +381,60 @@ func TestDeadlineTravelsToHandler(t *testing.T) {
 	})
 }
 
+// ServerConfig.Budget sets the handler's one deadline from the timeout the
+// request carried (none: 0), and BaseContext's values reach the handler.
+func TestBudgetSetsTheHandlersDeadline(t *testing.T) {
+	type mark struct{}
+	cfg := testConfig()
+	var asked sync.Map // timeouts Budget was called with
+	cfg.Budget = func(timeout time.Duration) time.Duration {
+		asked.Store(timeout > 0, timeout)
+		if timeout == 0 {
+			return 2 * time.Second // requests without a timeout get one
+		}
+		return timeout / 2
+	}
+	cfg.BaseContext = context.WithValue(context.Background(), mark{}, "base")
+	f := &fixture{started: make(chan string, 1), release: make(chan struct{})}
+	startFixtureWith(t, cfg, f, func(ctx context.Context, m Method, payload []byte) (proto.Message, error) {
+		if ctx.Value(mark{}) != "base" {
+			return nil, errors.New("the handler's context lacks BaseContext's value")
+		}
+		return f.handle(ctx, m, payload)
+	})
+	c := dial(t, f.addr)
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	resp, err := get(ctx, c, keyDeadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Value) != "set" {
+		t.Fatal("the handler saw no deadline")
+	}
+	// The budget is half the 4 s the request carried: about 2 s from now,
+	// well before the caller's own 4 s.
+	if got := time.Unix(0, int64(resp.Version)).Sub(start); got < 1900*time.Millisecond || got > 3*time.Second {
+		t.Fatalf("handler deadline %v after the call started; want about 2s (half the 4s timeout)", got)
+	}
+	if v, ok := asked.Load(true); !ok || v.(time.Duration) <= 3*time.Second || v.(time.Duration) > 4*time.Second {
+		t.Fatalf("Budget was asked about %v; want the request's timeout, a little under 4s", v)
+	}
+
+	resp, err = get(context.Background(), c, keyDeadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Value) != "set" {
+		t.Fatal("a request without a timeout got no deadline, though Budget gives it 2s")
+	}
+	if v, ok := asked.Load(false); !ok || v.(time.Duration) != 0 {
+		t.Fatalf("Budget was asked about %v for a request without a timeout; want 0", v)
+	}
+}
+
 // Handler errors arrive with their code, message and metadata; panics and
 // encoding failures as Internal; the connection keeps working after each.
 func TestHandlerErrorsArriveAsConnectErrors(t *testing.T) {

@@ -904,11 +904,6 @@ func (r *Raft) Apply(cmd []byte, timeout time.Duration) ApplyFuture {
 func (r *Raft) ApplyLog(log Log, timeout time.Duration) ApplyFuture {
 	metrics.IncrCounter([]string{"raft", "apply"}, 1)
 
-	var timer <-chan time.Time
-	if timeout > 0 {
-		timer = time.After(timeout)
-	}
-
 	// Create a log future, no index or term yet
 	logFuture := &logFuture{
 		log: Log{
@@ -924,6 +919,26 @@ func (r *Raft) ApplyLog(log Log, timeout time.Duration) ApplyFuture {
 	// ErrRaftShutdown instead (RINGKV.md, third patch).
 	logFuture.ShutdownCh = r.shutdownCh
 
+	// RingKV: the apply channel usually has room (BatchApplyCh), so try it
+	// before starting a timer that would only be thrown away (RINGKV.md,
+	// eleventh patch).
+	select {
+	case <-r.shutdownCh:
+		return errorFuture{ErrRaftShutdown}
+	default:
+	}
+	select {
+	case r.applyCh <- logFuture:
+		return logFuture
+	default:
+	}
+
+	var timer <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timer = t.C
+	}
 	select {
 	case <-timer:
 		return errorFuture{ErrEnqueueTimeout}

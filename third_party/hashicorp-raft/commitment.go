@@ -4,7 +4,7 @@
 package raft
 
 import (
-	"sort"
+	"slices"
 	"sync"
 )
 
@@ -18,6 +18,8 @@ type commitment struct {
 	commitCh chan struct{}
 	// voter ID to log index: the server stores up through this log entry
 	matchIndexes map[ServerID]uint64
+	// matched is recalculate's scratch space (RingKV)
+	matched []uint64
 	// a quorum stores up through this log entry. monotonically increases.
 	commitIndex uint64
 	// the first index of this leader's term: this needs to be replicated to a
@@ -90,11 +92,15 @@ func (c *commitment) recalculate() {
 		return
 	}
 
-	matched := make([]uint64, 0, len(c.matchIndexes))
+	// RingKV: one slice for every recalculation, sorted without an
+	// interface, instead of a new slice and a boxed sort.Interface per
+	// acknowledged append (RINGKV.md, eleventh patch).
+	matched := c.matched[:0]
 	for _, idx := range c.matchIndexes {
 		matched = append(matched, idx)
 	}
-	sort.Sort(uint64Slice(matched))
+	slices.Sort(matched)
+	c.matched = matched
 	quorumMatchIndex := matched[(len(matched)-1)/2]
 
 	if quorumMatchIndex > c.commitIndex && quorumMatchIndex >= c.startIndex {

@@ -4,7 +4,10 @@ package raft
 // to the state machine and to followers are sized for their entries, not for
 // MaxAppendEntries.
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestRingKVEntrySlicesAreSizedForTheirEntries(t *testing.T) {
 	store := NewInmemStore()
@@ -51,5 +54,62 @@ func TestRingKVEntrySlicesAreSizedForTheirEntries(t *testing.T) {
 	}
 	if got := r.getLastApplied(); got != 13 {
 		t.Errorf("last applied %d after processLogs(13), want 13", got)
+	}
+}
+
+// Tests of the eleventh patch (RINGKV.md): ApplyLog starts no timer when the
+// apply channel has room, and the commit index is recalculated without
+// allocating.
+
+func TestRingKVApplyLogStartsNoTimerWhenTheChannelHasRoom(t *testing.T) {
+	r := &Raft{applyCh: make(chan *logFuture, 1024), shutdownCh: make(chan struct{})}
+	allocs := testing.AllocsPerRun(100, func() {
+		f := r.ApplyLog(Log{}, 5*time.Second)
+		if _, ok := f.(*logFuture); !ok {
+			t.Fatalf("ApplyLog returned %T, want a queued *logFuture", f)
+		}
+		<-r.applyCh
+	})
+	// The future, and its error channel and that channel's buffer. Upstream
+	// allocates 6 here: also a timer and its channel (time.After).
+	if allocs > 3 {
+		t.Errorf("ApplyLog allocates %.0f objects with room in the apply channel; want at most 3 (no timer)", allocs)
+	}
+
+	// A full channel still times out, and a shut-down Raft still says so.
+	full := &Raft{applyCh: make(chan *logFuture), shutdownCh: make(chan struct{})}
+	if err := full.ApplyLog(Log{}, 20*time.Millisecond).Error(); err != ErrEnqueueTimeout {
+		t.Errorf("ApplyLog on a full apply channel: %v, want ErrEnqueueTimeout", err)
+	}
+	close(full.shutdownCh)
+	if err := full.ApplyLog(Log{}, time.Hour).Error(); err != ErrRaftShutdown {
+		t.Errorf("ApplyLog after shutdown: %v, want ErrRaftShutdown", err)
+	}
+	shut := &Raft{applyCh: make(chan *logFuture, 1), shutdownCh: make(chan struct{})}
+	close(shut.shutdownCh)
+	if err := shut.ApplyLog(Log{}, 0).Error(); err != ErrRaftShutdown {
+		t.Errorf("ApplyLog after shutdown with room in the channel: %v, want ErrRaftShutdown", err)
+	}
+}
+
+func TestRingKVCommitmentRecalculatesWithoutAllocating(t *testing.T) {
+	cfg := Configuration{Servers: []Server{{Suffrage: Voter, ID: "a"}, {Suffrage: Voter, ID: "b"}, {Suffrage: Voter, ID: "c"}}}
+	c := newCommitment(make(chan struct{}, 1), cfg, 1)
+	next := uint64(1)
+	c.match("a", next) // sizes the scratch slice
+	allocs := testing.AllocsPerRun(100, func() {
+		next++
+		c.match("a", next)
+		c.match("b", next)
+	})
+	if allocs != 0 {
+		t.Errorf("match allocates %.1f objects per call pair; want 0", allocs)
+	}
+	if got := c.getCommitIndex(); got != next {
+		t.Errorf("commit index %d after a and b matched %d of 3 voters; want %d", got, next, next)
+	}
+	c.match("c", next+5) // one voter ahead is not a quorum
+	if got := c.getCommitIndex(); got != next {
+		t.Errorf("commit index %d after only c matched %d; want %d", got, next+5, next)
 	}
 }
