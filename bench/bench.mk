@@ -17,13 +17,18 @@ compare: build bench-tools
 profile: build
 	./bench/profile.sh
 
+## census: system calls, context switches and page faults per operation of every kvd, counted by perf (WORKLOADS, MEASURE_SECONDS, PARTITIONS, KVD_FLAGS).
+.PHONY: census
+census: build
+	./bench/census.sh
+
 ## bench-check: gofmt, go vet and tests of the bench modules; bash -n (and shellcheck, if installed) of the scripts.
 bench-check:
 	@out=$$(cd bench/etcdbench && gofmt -l .; cd ../multiraft && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd bench/etcdbench && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd bench/multiraft && $(GO) vet ./... && $(GO) test -count=1 ./...
-	bash -n bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh
-	if command -v shellcheck >/dev/null; then shellcheck -x bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh; fi
+	bash -n bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh bench/census.sh
+	if command -v shellcheck >/dev/null; then shellcheck -x bench/lib.sh bench/compare.sh bench/profile.sh bench/ab.sh bench/census.sh; fi
 
 bench-clean:
 	rm -rf $(BENCH_BIN)

@@ -10,6 +10,7 @@
 #   RingKV (compare): client 7121-7123, peer 7221-7223, gossip 7321-7323
 #   RingKV (profile): client 7131-7133, peer 7231-7233, gossip 7331-7333
 #   RingKV (idle): client 7151-7153; (failover): client 7161-7163 (rebalance uses 7141-7144)
+#   RingKV (census): client 7191-7193 (ab uses 7171-7173 and 7181-7183)
 
 server_pids=()   # the cluster now running; never more than one cluster at a time
 
@@ -160,6 +161,15 @@ workload_flags() {
     mixed-strong) echo "--op mixed --ratio 0.9 --consistency strong --clients $CLIENTS" ;;
     *) die "unknown workload $1 (known: ${WORKLOAD_NAMES[*]})" ;;
   esac
+}
+
+# requests_served BASE PROCEDURE prints how many PROCEDURE (KV/Put, KV/Get)
+# requests the three nodes with client ports 71BASE1-3 have served (with
+# fewer than three partitions some nodes lead none and see none).
+requests_served() {
+  local i
+  for i in 1 2 3; do curl -fsS --max-time 2 "http://127.0.0.1:71$1$i/metrics" 2>/dev/null || true; done |
+    awk -v p="$2" '/^ringkv_requests_total\{/ && index($0, p) { s += $NF } END { printf "%d\n", s }'
 }
 
 # server_cpu_ticks prints the user+system CPU ticks used so far by the

@@ -52,13 +52,8 @@ start_ringkv "$tmp" 3 --pprof
 curl -fsS --max-time 5 -o /dev/null "http://127.0.0.1:7131/debug/pprof/" ||
   die "kvd started with --pprof does not serve /debug/pprof/ on its client port"
 
-# requests PROCEDURE prints how many PROCEDURE requests the three nodes have
-# served (with fewer than three partitions some nodes lead none and see none).
-requests() {
-  local i
-  for i in 1 2 3; do curl -fsS --max-time 2 "http://127.0.0.1:713$i/metrics" 2>/dev/null || true; done |
-    awk -v p="$1" '/^ringkv_requests_total\{/ && index($0, p) { s += $NF } END { printf "%d\n", s }'
-}
+# requests PROCEDURE: see requests_served in lib.sh.
+requests() { requests_served 3 "$1"; }
 
 # fetch_profiles NAME takes a CPU profile of every node at once and writes
 # `go tool pprof -top` summaries: per node, and all three merged.
