@@ -23,11 +23,7 @@ read -r -a flags_a <<<"${FLAGS_A:-}"
 read -r -a flags_b <<<"${FLAGS_B:-}"
 WORKLOADS=${WORKLOADS:-put-1 put}
 DURATION=${DURATION:-8s}
-CLIENTS=${CLIENTS:-64}
-PARTITIONS=${PARTITIONS:-64}
-VALUE_SIZE=${VALUE_SIZE:-100}
-KEYS=${KEYS:-10000}
-KVCTL=${KVCTL:-./bin/kvctl}
+load_defaults
 for bin in "$KVD_A" "$KVD_B" "$KVCTL"; do
   [[ -x $bin ]] || die "$bin is missing: run 'make ab' (it builds kvd and kvctl first) or set KVD_A/KVD_B"
 done

@@ -24,12 +24,7 @@ source bench/lib.sh
 
 WORKLOADS=${WORKLOADS:-put get-strong get-eventual}
 MEASURE_SECONDS=${MEASURE_SECONDS:-6}
-CLIENTS=${CLIENTS:-64}
-PARTITIONS=${PARTITIONS:-64}
-VALUE_SIZE=${VALUE_SIZE:-100}
-KEYS=${KEYS:-10000}
-KVD=${KVD:-./bin/kvd}
-KVCTL=${KVCTL:-./bin/kvctl}
+load_defaults
 read -r -a kvd_flags <<<"${KVD_FLAGS:-}"
 results=${RESULTS_DIR:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)-census}
 if ! [[ $MEASURE_SECONDS =~ ^[0-9]+$ ]] || ((MEASURE_SECONDS == 0)); then

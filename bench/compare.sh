@@ -32,17 +32,12 @@ source bench/lib.sh
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-0}
-CLIENTS=${CLIENTS:-64}
-PARTITIONS=${PARTITIONS:-64}
-VALUE_SIZE=${VALUE_SIZE:-100}
-KEYS=${KEYS:-10000}
+load_defaults
 IDLE_SECONDS=${IDLE_SECONDS:-10}
 CONNS=${CONNS:-}
 PROTOCOL=${PROTOCOL:-native}
 SYSTEMS=${SYSTEMS:-etcd ringkv}
 ROUNDS=${ROUNDS:-2}
-KVD=${KVD:-./bin/kvd}
-KVCTL=${KVCTL:-./bin/kvctl}
 ETCDBENCH=${ETCDBENCH:-bench/bin/etcdbench}
 BENCHREPORT=${BENCHREPORT:-bench/bin/benchreport}
 results=${RESULTS_DIR:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)}

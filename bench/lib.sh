@@ -146,6 +146,19 @@ wait_balanced() {
   log "warning: leaders not balanced after $2s (per-node leader counts: ${counts:-unknown}); measuring anyway"
 }
 
+# load_defaults sets the knobs of issue 5's load (64 clients, 64 partitions,
+# 100-byte values, 10,000 keys) and the binaries' paths where the
+# environment has not: compare.sh, ab.sh, profile.sh and census.sh measure
+# the same thing unless told otherwise.
+load_defaults() {
+  CLIENTS=${CLIENTS:-64}
+  PARTITIONS=${PARTITIONS:-64}
+  VALUE_SIZE=${VALUE_SIZE:-100}
+  KEYS=${KEYS:-10000}
+  KVD=${KVD:-./bin/kvd}
+  KVCTL=${KVCTL:-./bin/kvctl}
+}
+
 # Workloads shared by compare.sh and ab.sh, so both measure the same thing.
 # The names are what benchreport expects.
 WORKLOAD_NAMES=(put-1 put get-strong get-eventual mixed-strong)

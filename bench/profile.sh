@@ -15,12 +15,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 PROFILE_SECONDS=${PROFILE_SECONDS:-10}
-CLIENTS=${CLIENTS:-64}
-PARTITIONS=${PARTITIONS:-64}
-VALUE_SIZE=${VALUE_SIZE:-100}
-KEYS=${KEYS:-10000}
-KVD=${KVD:-./bin/kvd}
-KVCTL=${KVCTL:-./bin/kvctl}
+load_defaults
 GO=${GO:-go}
 results=${RESULTS_DIR:-bench/results/$(date -u +%Y%m%dT%H%M%SZ)-profile}
 if ! [[ $PROFILE_SECONDS =~ ^[0-9]+$ ]] || ((PROFILE_SECONDS == 0)); then
