@@ -151,10 +151,3 @@ func cappedExponentialBackoff(base time.Duration, round, limit uint64, cap time.
 	}
 	return base
 }
-
-// Needed for sorting []uint64, used to determine commitment
-type uint64Slice []uint64
-
-func (p uint64Slice) Len() int           { return len(p) }
-func (p uint64Slice) Less(i, j int) bool { return p[i] < p[j] }
-func (p uint64Slice) Swap(i, j int)      { p[i], p[j] = p[j], p[i] }
