@@ -44,6 +44,11 @@ var fastFlags = []string{
 // instead of building them.
 const binDirEnv = "RINGKV_INTEGRATION_BIN"
 
+// keepLogsEnv names a folder where a failed test leaves every node's whole
+// log (the test's own output has the last 50 lines of each), to chase a
+// failure that does not come back when rerun.
+const keepLogsEnv = "RINGKV_INTEGRATION_KEEP_LOGS"
+
 // serverRequestTimeout matches --request-timeout in fastFlags.
 const serverRequestTimeout = 3 * time.Second
 
@@ -586,9 +591,25 @@ func (c *cluster) shutdown() {
 		}
 	}
 	if t.Failed() {
+		keep := os.Getenv(keepLogsEnv)
+		if keep != "" {
+			keep = filepath.Join(keep, fmt.Sprintf("%s-%s", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UTC().Format("20060102T150405")))
+			if err := os.MkdirAll(keep, 0o755); err != nil {
+				t.Logf("$%s: %v", keepLogsEnv, err)
+				keep = ""
+			}
+		}
 		for _, p := range c.nodes {
 			b, _ := os.ReadFile(p.logPath)
 			t.Logf("---- last 50 lines of %s (%s) ----\n%s", p.name, p.logPath, tail(string(b), 50))
+			if keep != "" {
+				if err := os.WriteFile(filepath.Join(keep, p.name+".log"), b, 0o644); err != nil {
+					t.Logf("$%s: %v", keepLogsEnv, err)
+				}
+			}
+		}
+		if keep != "" {
+			t.Logf("every node's whole log is in %s", keep)
 		}
 	}
 }
