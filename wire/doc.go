@@ -27,7 +27,8 @@
 //     ResourceExhausted naming the limit; a panicking handler with Internal.
 //     Neither affects other requests.
 //   - The caller's deadline travels in each request (milliseconds); the
-//     server runs the handler under it.
+//     server runs the handler under it, or under what
+//     ServerConfig.Budget makes of it.
 //   - A broken connection fails every call in flight with a connection
 //     error: for a write that means the outcome is unknown. Callers must
 //     dial again (Conn stays broken) and must treat a call whose context
