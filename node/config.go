@@ -67,6 +67,10 @@ type Config struct {
 	// written with zeros ahead of the log, so that synced log writes need no
 	// journal commit of a new file size (storage.Config.WALFillAhead); 0 off.
 	WALFillAheadMiB int
+	// WALWriteBufferKiB holds the write-ahead log's writes in memory, up to
+	// this many KiB, until its next fsync, so that they reach the file in
+	// one system call (storage.Config.WALWriteBuffer); 0 off.
+	WALWriteBufferKiB int
 	// SnapshotThreshold is how many new Raft log entries make a partition
 	// take a snapshot, after which its log is truncated down to the last
 	// TrailingLogs entries; SnapshotInterval is how often (randomized up to
@@ -123,6 +127,7 @@ func DefaultConfig() Config {
 		HeartbeatLinger:       transport.DefaultHeartbeatConfig().Linger,
 		WALBusySyncDelay:      storage.DefaultConfig().WALBusySyncDelay,
 		WALFillAheadMiB:       int(storage.DefaultConfig().WALFillAhead >> 20),
+		WALWriteBufferKiB:     storage.DefaultConfig().WALWriteBuffer >> 10,
 		SnapshotThreshold:     replica.DefaultConfig().SnapshotThreshold,
 		TrailingLogs:          replica.DefaultConfig().TrailingLogs,
 		SnapshotInterval:      replica.DefaultConfig().SnapshotInterval,
@@ -247,6 +252,9 @@ func (c Config) Validate() error {
 	}
 	if c.WALFillAheadMiB < 0 || c.WALFillAheadMiB > maxWALFillAheadMiB {
 		bad("--wal-fill-ahead-mib %d: must be between 0 (off) and %d", c.WALFillAheadMiB, maxWALFillAheadMiB)
+	}
+	if c.WALWriteBufferKiB < 0 || c.WALWriteBufferKiB > storage.MaxWALWriteBuffer>>10 {
+		bad("--wal-write-buffer-kib %d: must be between 0 (off) and %d", c.WALWriteBufferKiB, storage.MaxWALWriteBuffer>>10)
 	}
 	if c.HeartbeatLinger < 0 || c.HeartbeatLinger >= c.LeaderLeaseTimeout/4 {
 		bad("--raft-heartbeat-linger %v: must be >= 0 and below a quarter of --raft-leader-lease-timeout (%v)", c.HeartbeatLinger, c.LeaderLeaseTimeout)

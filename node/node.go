@@ -86,6 +86,7 @@ func New(cfg Config) (*Node, error) {
 	sc.Logger = cfg.Logger.With("component", "pebble")
 	sc.WALBusySyncDelay = cfg.WALBusySyncDelay
 	sc.WALFillAhead = int64(cfg.WALFillAheadMiB) << 20
+	sc.WALWriteBuffer = cfg.WALWriteBufferKiB << 10
 	store, err := storage.Open(sc)
 	if err != nil {
 		return nil, fmt.Errorf("open data dir %s: %w", cfg.DataDir, err)

@@ -259,6 +259,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative WAL fill", func(c *Config) { c.WALFillAheadMiB = -1 }, "--wal-fill-ahead-mib -1: must be between 0 (off) and 1024"},
 		{"WAL fill too far ahead", func(c *Config) { c.WALFillAheadMiB = 4096 }, "--wal-fill-ahead-mib 4096"},
 		{"WAL fill off", func(c *Config) { c.WALFillAheadMiB = 0 }, ""},
+		{"negative WAL write buffer", func(c *Config) { c.WALWriteBufferKiB = -1 }, "--wal-write-buffer-kib -1: must be between 0 (off) and 16384"},
+		{"WAL write buffer too large", func(c *Config) { c.WALWriteBufferKiB = 1 << 20 }, "--wal-write-buffer-kib 1048576"},
+		{"WAL write buffer off", func(c *Config) { c.WALWriteBufferKiB = 0 }, ""},
 		{"negative apply flush delay", func(c *Config) { c.ApplyFlushDelay = -time.Millisecond }, "--apply-flush-delay -1ms: must be between 0 (write every apply through) and 1s"},
 		{"apply flush delay too long", func(c *Config) { c.ApplyFlushDelay = 2 * time.Second }, "--apply-flush-delay 2s"},
 		{"apply writes through", func(c *Config) { c.ApplyFlushDelay = 0 }, ""},
@@ -289,13 +292,13 @@ func TestConfigValidate(t *testing.T) {
 func TestParseFlags(t *testing.T) {
 	cfg, err := ParseFlags([]string{"--name", "a", "--bootstrap-expect", "3", "--join", "h1:1, h2:2", "--partitions", "16",
 		"--raft-snapshot-threshold", "2048", "--raft-trailing-logs", "1024", "--raft-snapshot-interval", "5s",
-		"--wal-fill-ahead-mib", "16", "--apply-flush-delay", "20ms"}, io.Discard, io.Discard)
+		"--wal-fill-ahead-mib", "16", "--apply-flush-delay", "20ms", "--wal-write-buffer-kib", "64"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Name != "a" || cfg.BootstrapExpect != 3 || cfg.Partitions != 16 || len(cfg.Join) != 2 || cfg.Join[1] != "h2:2" ||
 		cfg.SnapshotThreshold != 2048 || cfg.TrailingLogs != 1024 || cfg.SnapshotInterval != 5*time.Second ||
-		cfg.WALFillAheadMiB != 16 || cfg.ApplyFlushDelay != 20*time.Millisecond {
+		cfg.WALFillAheadMiB != 16 || cfg.ApplyFlushDelay != 20*time.Millisecond || cfg.WALWriteBufferKiB != 64 {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	for _, args := range [][]string{

@@ -18,7 +18,8 @@ import (
 // crashable in-memory filesystem: the clone keeps everything synced and a
 // random share of what was not. Whatever the share, every acknowledged write
 // must be there after reopening, and nothing half-written may be visible;
-// with WAL files filled with zeros ahead of the log (walfill.go) too.
+// with WAL files filled with zeros ahead of the log (walfill.go) too, and
+// with WAL writes held until the next sync (walbuffer.go).
 func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -27,10 +28,13 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	for range 4 {
 		percents = append(percents, 1+rng.IntN(99))
 	}
-	for _, fill := range []int64{0, 64 << 10} {
+	for _, wal := range []struct {
+		fill   int64
+		buffer int
+	}{{0, 0}, {64 << 10, 0}, {64 << 10, 8 << 10}} {
 		for _, pct := range percents {
-			t.Run(fmt.Sprintf("walfill=%d/unsynced=%d%%", fill, pct), func(t *testing.T) {
-				crashAndCheck(t, pct, fill, rand.New(rand.NewPCG(seed, uint64(pct))))
+			t.Run(fmt.Sprintf("walfill=%d/walbuffer=%d/unsynced=%d%%", wal.fill, wal.buffer, pct), func(t *testing.T) {
+				crashAndCheck(t, pct, wal.fill, wal.buffer, rand.New(rand.NewPCG(seed, uint64(pct))))
 			})
 		}
 	}
@@ -42,11 +46,12 @@ const (
 	crashGone    = 11 // partition 11 was deleted
 )
 
-func crashAndCheck(t *testing.T, pct int, walFill int64, rng *rand.Rand) {
+func crashAndCheck(t *testing.T, pct int, walFill int64, walBuffer int, rng *rand.Rand) {
 	fs := vfs.NewCrashableMem()
 	cfg := TestConfig()
 	cfg.FS = fs
 	cfg.WALFillAhead = walFill
+	cfg.WALWriteBuffer = walBuffer
 	cfg.MemTableSize = 256 << 10 // flush during the run, so sstables are part of the crash too
 	s, err := Open(cfg)
 	if err != nil {

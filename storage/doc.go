@@ -37,6 +37,15 @@
 // reads the zeros as the log's end, as it reads a recycled WAL's old tail;
 // the filler never writes below the end of a write the log has begun.
 //
+// Config.WALWriteBuffer (256 KiB by default) holds Pebble's WAL writes in
+// memory until the next sync, close or overflow (walbuffer.go), so that the
+// records written between two syncs reach the file in one system call
+// (under 64 concurrent writers 1.4 instead of 2.5 write calls per put, for
+// about 1% less CPU). A sync writes what waits before it syncs, so the
+// guarantee above is unchanged; an unsynced commit may be lost to a process
+// crash as to a machine crash, which is why FSM batches that skip the sync
+// must be replayable (below).
+//
 // *LogStore implements raft.LogStore and raft.StableStore. GetLog returns
 // raft.ErrLogNotFound for a missing index; Get and GetUint64 return
 // ErrKeyNotFound, whose message is exactly "not found" as hashicorp/raft

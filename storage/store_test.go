@@ -331,6 +331,9 @@ func TestConfigValidate(t *testing.T) {
 		{"stop below compaction", func(c *Config) { c.Dir = "d"; c.L0CompactionThreshold = 8; c.L0StopWritesThreshold = 4 }, false},
 		{"negative open files", func(c *Config) { c.Dir = "d"; c.MaxOpenFiles = -1 }, false},
 		{"negative sync interval", func(c *Config) { c.Dir = "d"; c.WALMinSyncInterval = -1 }, false},
+		{"negative WAL write buffer", func(c *Config) { c.Dir = "d"; c.WALWriteBuffer = -1 }, false},
+		{"WAL write buffer too large", func(c *Config) { c.Dir = "d"; c.WALWriteBuffer = MaxWALWriteBuffer + 1 }, false},
+		{"WAL write buffer off", func(c *Config) { c.Dir = "d"; c.WALWriteBuffer = 0 }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
