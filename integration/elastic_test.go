@@ -275,12 +275,11 @@ func TestElasticDeadBriefly(t *testing.T) {
 	c.waitSettled(settleTimeout, nil, []string{name})
 	t.Logf("%s dead by gossip %v after kill -9, back %v after it", name, deadAfter.Round(time.Millisecond), (time.Since(killedAt) - deadAfter).Round(time.Millisecond))
 	tr.finish(t, cl, "across the brief death of "+name)
-	for i, p := range c.nodes {
-		if i == victim {
-			continue
-		}
+	// The restarted node too: until its gossip has heard of every peer, it
+	// must not take a peer it does not know yet for one gone for good.
+	for _, p := range c.nodes {
 		b, _ := os.ReadFile(p.logPath)
-		if strings.Contains(string(b), "action=remove node="+name) || strings.Contains(string(b), "action=add-nonvoter") {
+		if strings.Contains(string(b), "action=remove node=") || strings.Contains(string(b), "action=add-nonvoter") {
 			t.Errorf("%s's log shows a replica move although %s was dead for less than --dead-timeout:\n%s",
 				p.name, name, grepLines(string(b), "configuration step", 20))
 		}

@@ -40,11 +40,14 @@ type Node struct {
 	// heartbeats carries every replica's Raft heartbeats, one connection per peer.
 	heartbeats *transport.Heartbeats
 	gossip     *membership.Gossip
-	httpSrv    *http.Server
-	native     *wire.Server // the native protocol on the client port (package wire)
-	fwd        *forwarder
-	reg        *prometheus.Registry
-	metrics    *metrics
+	// gossipSince is when gossip started: a node that gossip has not
+	// reported yet counts as dead since then (withUnknownMembers).
+	gossipSince time.Time
+	httpSrv     *http.Server
+	native      *wire.Server // the native protocol on the client port (package wire)
+	fwd         *forwarder
+	reg         *prometheus.Registry
+	metrics     *metrics
 
 	mu       sync.RWMutex
 	replicas map[uint32]*replica.Replica
@@ -317,6 +320,7 @@ func (n *Node) startGossip() error {
 		return fmt.Errorf("--gossip-addr %s: %w", n.cfg.GossipAddr, err)
 	}
 	n.gossip = g
+	n.gossipSince = time.Now()
 	// With port 0 (tests) the real gossip port is known only now.
 	if m := n.meta(); m.GossipAddr != gc.Meta.GossipAddr {
 		return g.UpdateMeta(m)
@@ -348,8 +352,9 @@ func (n *Node) meta() membership.Meta {
 	}
 }
 
-// joinLoop keeps trying --join until gossip has reached another node, then
-// keeps the node connected if it ever finds itself alone.
+// joinLoop keeps trying --join until a join has merged another node's view
+// of the cluster, then keeps the node connected if it ever finds itself
+// alone (keepJoined).
 func (n *Node) joinLoop() {
 	defer n.ctrl.Done()
 	self := n.gossip.Local().Addr
@@ -362,17 +367,35 @@ func (n *Node) joinLoop() {
 	if len(addrs) == 0 {
 		return
 	}
+	keepJoined(n.stop, addrs, n.gossip.Join, func() int { return len(n.aliveMembers()) }, n.log)
+}
+
+// keepJoined calls join until it succeeds, and again whenever alive (the
+// alive members, self included) drops below 2, with a backoff from 200 ms to
+// 5 s between failures.
+//
+// Seeing another member alive is not enough to stop trying: a restarted
+// node hears from its peers by gossip (their probes, and the rumours they
+// still send to it as a dead node) before, or without, a join. Such a node
+// knows the peers that spoke to it, but only a join (a push/pull of a whole
+// view) tells it of the rest; otherwise it waited for the next periodic
+// push/pull (every 15 s, with a random peer), without an address
+// for the nodes it had missed.
+func keepJoined(stop <-chan struct{}, addrs []string, join func([]string) (int, error), alive func() int, log *slog.Logger) {
 	backoff := 200 * time.Millisecond
+	joined := false
 	for {
-		if len(n.aliveMembers()) < 2 {
-			if _, err := n.gossip.Join(addrs); err != nil {
-				n.log.Warn("join failed; retrying", "join", addrs, "error", err)
+		if !joined || alive() < 2 {
+			if _, err := join(addrs); err != nil {
+				joined = false
+				log.Warn("join failed; retrying", "join", addrs, "error", err)
 			} else {
+				joined = true
 				backoff = 200 * time.Millisecond
 			}
 		}
 		select {
-		case <-n.stop:
+		case <-stop:
 			return
 		case <-time.After(backoff):
 		}

@@ -116,12 +116,49 @@ func (n *Node) nodeStates() []partition.NodeState {
 	return out
 }
 
+// withUnknownMembers adds to states every node that a local replica's
+// configuration names but gossip does not know: gossip has not told this
+// node of it yet (it started moments ago and its join has not reached
+// everyone), or forgot it long after it died. Such a node counts as dead
+// since this node's gossip started, so flap damping applies to it as to a
+// node gossip saw die: a restarted node with a partial view replaces nobody
+// within --dead-timeout of its start, and a node unknown for longer than
+// that is replaced as a dead one would be.
+func (n *Node) withUnknownMembers(states []partition.NodeState) []partition.NodeState {
+	var configs [][]string
+	for _, r := range n.localReplicas() {
+		configs = append(configs, r.ServerIDs())
+	}
+	return addUnknownMembers(states, configs, n.cfg.Name, n.ident().Removed, time.Since(n.gossipSince))
+}
+
+// addUnknownMembers adds to states, as dead for deadFor, each node named in
+// configs that states lack (self aside). removed names the nodes an
+// operator removed for good.
+func addUnknownMembers(states []partition.NodeState, configs [][]string, self string, removed []string, deadFor time.Duration) []partition.NodeState {
+	known := make(map[string]bool, len(states)+1)
+	known[self] = true
+	for _, s := range states {
+		known[s.Name] = true
+	}
+	for _, ids := range configs {
+		for _, id := range ids {
+			if known[id] {
+				continue
+			}
+			known[id] = true
+			states = append(states, partition.NodeState{Name: id, DeadFor: deadFor, Removed: slices.Contains(removed, id)})
+		}
+	}
+	return states
+}
+
 // planInput returns the planner's input with the given actual configurations.
 func (n *Node) planInput(actual map[partition.ID]partition.Replicas) partition.PlanInput {
 	return partition.PlanInput{
 		Ring:            n.ring,
 		Replicas:        n.ident().Replicas,
-		Nodes:           n.nodeStates(),
+		Nodes:           n.withUnknownMembers(n.nodeStates()),
 		DeadTimeout:     n.cfg.DeadTimeout,
 		Actual:          actual,
 		MaxMovesPerNode: n.cfg.MaxMoves,

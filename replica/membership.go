@@ -60,6 +60,21 @@ func (r *Replica) Membership() (member, voter bool, servers int) {
 	return member, voter, len(f.Configuration().Servers)
 }
 
+// ServerIDs returns the nodes of the group's latest configuration, voters
+// and nonvoters (which may not be committed yet).
+func (r *Replica) ServerIDs() []string {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	servers := f.Configuration().Servers
+	ids := make([]string, len(servers))
+	for i, s := range servers {
+		ids[i] = string(s.ID)
+	}
+	return ids
+}
+
 func (r *Replica) enqueueTimeout(ctx context.Context) time.Duration {
 	if dl, ok := ctx.Deadline(); ok {
 		return time.Until(dl)
