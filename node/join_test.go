@@ -43,7 +43,7 @@ func TestKeepJoinedRetriesAFailedJoinAlthoughAPeerIsAlive(t *testing.T) {
 		stop := make(chan struct{})
 		done := make(chan struct{})
 		go func() {
-			keepJoined(stop, []string{"127.0.0.1:1"}, join, alive, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			keepJoined(stop, []string{"127.0.0.1:1"}, join, alive, func() bool { return false }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			close(done)
 		}()
 
@@ -69,6 +69,57 @@ func TestKeepJoinedRetriesAFailedJoinAlthoughAPeerIsAlive(t *testing.T) {
 		synctest.Wait()
 		if got := count(); got < 3 {
 			t.Fatalf("%d joins after the node found itself alone, want a new one", got)
+		}
+		close(stop)
+		<-done
+	})
+}
+
+// Joined, with peers alive, a node joins again while gossip lacks a node
+// that its replicas' configurations name (the peer that answered its join
+// may have suspected that node then), at most every 5 s, and stops once
+// gossip knows it.
+func TestKeepJoinedJoinsAgainWhileAConfiguredNodeIsUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		calls, unknown := 0, true
+		join := func([]string) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			return 1, nil
+		}
+		incomplete := func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return unknown
+		}
+		count := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return calls
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			keepJoined(stop, []string{"127.0.0.1:1"}, join, func() int { return 3 }, incomplete, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			close(done)
+		}()
+
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		// 200 ms, 400 ms, ... up to 5 s apart: the first join plus about 9 more in 30 s.
+		if got := count(); got < 5 || got > 12 {
+			t.Fatalf("%d joins in 30 s while a configured node is unknown, want one at start and then one every 0.2-5 s", got)
+		}
+		mu.Lock()
+		unknown = false
+		before := calls
+		mu.Unlock()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if got := count(); got > before+1 {
+			t.Fatalf("%d joins in the minute after gossip learned the node, want at most the one in flight", got-before)
 		}
 		close(stop)
 		<-done

@@ -354,7 +354,8 @@ func (n *Node) meta() membership.Meta {
 
 // joinLoop keeps trying --join until a join has merged another node's view
 // of the cluster, then keeps the node connected if it ever finds itself
-// alone (keepJoined).
+// alone, and joins again while gossip lacks a node that a local replica's
+// configuration names (keepJoined).
 func (n *Node) joinLoop() {
 	defer n.ctrl.Done()
 	self := n.gossip.Local().Addr
@@ -367,31 +368,45 @@ func (n *Node) joinLoop() {
 	if len(addrs) == 0 {
 		return
 	}
-	keepJoined(n.stop, addrs, n.gossip.Join, func() int { return len(n.aliveMembers()) }, n.log)
+	incomplete := func() bool {
+		states := n.nodeStates()
+		return len(n.withUnknownMembers(states)) > len(states)
+	}
+	keepJoined(n.stop, addrs, n.gossip.Join, func() int { return len(n.aliveMembers()) }, incomplete, n.log)
 }
 
 // keepJoined calls join until it succeeds, and again whenever alive (the
 // alive members, self included) drops below 2, with a backoff from 200 ms to
-// 5 s between failures.
+// 5 s between attempts. Once joined, it also joins again, at that backoff,
+// while incomplete reports that gossip lacks a node the node's replicas name.
 //
 // Seeing another member alive is not enough to stop trying: a restarted
-// node hears from its peers by gossip (their probes, and the rumours they
-// still send to it as a dead node) before, or without, a join. Such a node
-// knows the peers that spoke to it, but only a join (a push/pull of a whole
-// view) tells it of the rest; otherwise it waited for the next periodic
-// push/pull (every 15 s, with a random peer), without an address
-// for the nodes it had missed.
-func keepJoined(stop <-chan struct{}, addrs []string, join func([]string) (int, error), alive func() int, log *slog.Logger) {
+// node hears from its peers by gossip before, or without, a join, and knows
+// only the peers that spoke to it; a join (a push/pull of a whole view) tells
+// it of the rest. Nor is one successful join always enough: the peer that
+// answered may itself have suspected a third node at that moment, and a
+// push/pull does not introduce a suspected node to a node that never knew
+// it. Without the retries such a node waited for the next periodic
+// push/pull (every 15 s, with a random peer) without an address for the
+// nodes it had missed. A node that stays unknown (one that died long ago, so
+// its peers forgot it) keeps one join per 5 s going until it is replaced
+// and no configuration names it.
+func keepJoined(stop <-chan struct{}, addrs []string, join func([]string) (int, error), alive func() int, incomplete func() bool, log *slog.Logger) {
 	backoff := 200 * time.Millisecond
 	joined := false
 	for {
-		if !joined || alive() < 2 {
+		switch {
+		case !joined || alive() < 2:
 			if _, err := join(addrs); err != nil {
 				joined = false
 				log.Warn("join failed; retrying", "join", addrs, "error", err)
 			} else {
 				joined = true
 				backoff = 200 * time.Millisecond
+			}
+		case incomplete():
+			if _, err := join(addrs); err != nil {
+				log.Debug("join for members gossip does not know yet failed", "join", addrs, "error", err)
 			}
 		}
 		select {
