@@ -10,68 +10,97 @@ import (
 	"time"
 )
 
+// fakeGossip is what keepJoined sees of gossip: joins it counts (the first
+// failing ones fail), alive members and whether a configured node is unknown.
+type fakeGossip struct {
+	mu       sync.Mutex
+	joins    int
+	failing  int // joins still to fail; each failure also lets a peer's probe in (alive = 2)
+	alive    int
+	unknown  bool
+	stop     chan struct{}
+	finished chan struct{}
+}
+
+// run starts keepJoined on g; stopKeepJoined ends it.
+func (g *fakeGossip) run() {
+	g.stop, g.finished = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(g.finished)
+		keepJoined(g.stop, []string{"127.0.0.1:1"}, g.join, g.aliveNow, g.incomplete, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+}
+
+func (g *fakeGossip) stopKeepJoined() {
+	close(g.stop)
+	<-g.finished
+}
+
+func (g *fakeGossip) join([]string) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.joins++
+	if g.failing > 0 {
+		g.failing--
+		g.alive = 2
+		return 0, errors.New("push/pull timed out")
+	}
+	return 1, nil
+}
+
+func (g *fakeGossip) aliveNow() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.alive
+}
+
+func (g *fakeGossip) incomplete() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.unknown
+}
+
+// update runs f under the lock and returns the joins so far.
+func (g *fakeGossip) update(f func()) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f()
+	return g.joins
+}
+
+func (g *fakeGossip) count() int { return g.update(func() {}) }
+
 // A node whose first join fails but whose gossip meanwhile heard from a
 // peer (so it sees two members alive) must join again: only a join's
 // push/pull tells it of the nodes that did not speak to it. After a join
 // succeeds it stops, and joins again only when it finds itself alone.
 func TestKeepJoinedRetriesAFailedJoinAlthoughAPeerIsAlive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		calls, fail, aliveNow := 0, 1, 1
-		join := func([]string) (int, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			if fail > 0 {
-				// The join fails, while a peer's probe reaches this node.
-				fail--
-				aliveNow = 2
-				return 0, errors.New("push/pull timed out")
-			}
-			return 1, nil
-		}
-		alive := func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return aliveNow
-		}
-		count := func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return calls
-		}
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			keepJoined(stop, []string{"127.0.0.1:1"}, join, alive, func() bool { return false }, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			close(done)
-		}()
+		g := &fakeGossip{failing: 1, alive: 1}
+		g.run()
 
 		synctest.Wait()
-		if got := count(); got != 1 {
+		if got := g.count(); got != 1 {
 			t.Fatalf("%d joins at start, want 1", got)
 		}
 		time.Sleep(time.Second) // fake time: the backoff is 200 ms
 		synctest.Wait()
-		if got := count(); got != 2 {
+		if got := g.count(); got != 2 {
 			t.Fatalf("%d joins 1 s after a failed one with a peer alive, want 2: the failed join was not retried", got)
 		}
 		time.Sleep(time.Minute)
 		synctest.Wait()
-		if got := count(); got != 2 {
+		if got := g.count(); got != 2 {
 			t.Fatalf("%d joins a minute after one succeeded, want still 2", got)
 		}
 
-		mu.Lock()
-		aliveNow = 1 // alone again
-		mu.Unlock()
-		time.Sleep(6 * time.Second) // the backoff is at most 5 s
+		g.update(func() { g.alive = 1 }) // alone again
+		time.Sleep(6 * time.Second)      // the backoff is at most 5 s
 		synctest.Wait()
-		if got := count(); got < 3 {
+		if got := g.count(); got < 3 {
 			t.Fatalf("%d joins after the node found itself alone, want a new one", got)
 		}
-		close(stop)
-		<-done
+		g.stopKeepJoined()
 	})
 }
 
@@ -81,47 +110,21 @@ func TestKeepJoinedRetriesAFailedJoinAlthoughAPeerIsAlive(t *testing.T) {
 // gossip knows it.
 func TestKeepJoinedJoinsAgainWhileAConfiguredNodeIsUnknown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		calls, unknown := 0, true
-		join := func([]string) (int, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			return 1, nil
-		}
-		incomplete := func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return unknown
-		}
-		count := func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return calls
-		}
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			keepJoined(stop, []string{"127.0.0.1:1"}, join, func() int { return 3 }, incomplete, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			close(done)
-		}()
+		g := &fakeGossip{alive: 3, unknown: true}
+		g.run()
 
 		time.Sleep(30 * time.Second)
 		synctest.Wait()
 		// 200 ms, 400 ms, ... up to 5 s apart: the first join plus about 9 more in 30 s.
-		if got := count(); got < 5 || got > 12 {
+		if got := g.count(); got < 5 || got > 12 {
 			t.Fatalf("%d joins in 30 s while a configured node is unknown, want one at start and then one every 0.2-5 s", got)
 		}
-		mu.Lock()
-		unknown = false
-		before := calls
-		mu.Unlock()
+		before := g.update(func() { g.unknown = false })
 		time.Sleep(time.Minute)
 		synctest.Wait()
-		if got := count(); got > before+1 {
+		if got := g.count(); got > before+1 {
 			t.Fatalf("%d joins in the minute after gossip learned the node, want at most the one in flight", got-before)
 		}
-		close(stop)
-		<-done
+		g.stopKeepJoined()
 	})
 }
