@@ -20,6 +20,10 @@ type Heartbeater interface {
 	Urgent(partition uint32) (done func())
 	// Send delivers one small append and waits for its answer or cancel.
 	Send(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, cancel <-chan struct{}) error
+	// SendAsync delivers one small append and runs done with its outcome
+	// once the answer comes or the call fails; an error means it was not
+	// sent and done never runs (transport.Heartbeats.SendAsync).
+	SendAsync(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, done func(error)) error
 }
 
 // coalescingTransport is the partition's NetworkTransport with small appends
@@ -42,6 +46,8 @@ type coalescingTransport struct {
 	mu     sync.Mutex
 	remove func() // unregisters from the Heartbeater
 }
+
+var _ raft.WithAsyncAppend = (*coalescingTransport)(nil)
 
 func newCoalescingTransport(nt *raft.NetworkTransport, hb Heartbeater, partition uint32, addressOf func(string) (string, bool)) *coalescingTransport {
 	t := &coalescingTransport{
@@ -107,17 +113,40 @@ func (t *coalescingTransport) AppendEntries(id raft.ServerID, target raft.Server
 		return raft.ErrTransportShutdown
 	default:
 	}
-	addr := string(target)
-	if t.addressOf != nil {
-		if a, ok := t.addressOf(string(id)); ok {
-			addr = a
-		}
-	}
-	err := t.hb.Send(t.partition, addr, args, resp, t.closed)
+	err := t.hb.Send(t.partition, t.peerAddr(id, target), args, resp, t.closed)
 	if errors.Is(err, transport.ErrHeartbeatsUnsupported) {
 		return t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
 	return err
+}
+
+// AppendEntriesAsync sends a small append through the Heartbeater without
+// waiting for its answer (raft.WithAsyncAppend: the leader's fast path for
+// new entries, third_party/hashicorp-raft/fastpath.go). It reports false,
+// and Raft's replication goroutine sends the append the usual way, for an
+// append the channel does not carry, after Close, and for a peer known to
+// lack the channel.
+func (t *coalescingTransport) AppendEntriesAsync(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, done func(error)) bool {
+	if !transport.Carried(args) {
+		return false
+	}
+	select {
+	case <-t.closed:
+		return false
+	default:
+	}
+	return t.hb.SendAsync(t.partition, t.peerAddr(id, target), args, resp, done) == nil
+}
+
+// peerAddr is the peer port of the server id, from the node's member view
+// when it knows it, else target.
+func (t *coalescingTransport) peerAddr(id raft.ServerID, target raft.ServerAddress) string {
+	if t.addressOf != nil {
+		if a, ok := t.addressOf(string(id)); ok {
+			return a
+		}
+	}
+	return string(target)
 }
 
 // Close stops both paths; heartbeats in flight fail at once.

@@ -226,16 +226,48 @@ func (h *Heartbeats) Urgent(partition uint32) (done func()) {
 // within the timeout, and with ErrClosed as soon as cancel is closed (the
 // sending replica shuts down).
 func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, cancel <-chan struct{}) error {
+	c := &hbCall{done: make(chan error, 1)}
+	if err := h.queueCall(c, partition, address, req); err != nil {
+		return err
+	}
+	select {
+	case err := <-c.done:
+		if err != nil {
+			return err
+		}
+		*resp = c.resp
+		return nil
+	case <-cancel:
+		// The call stays queued or in flight; its answer, if any, is dropped.
+		return fmt.Errorf("%w: heartbeat to %s cancelled", ErrClosed, address)
+	}
+}
+
+// SendAsync is Send without the wait: it queues req and returns, and done
+// runs once, with resp filled in or with Send's error, when the answer
+// comes or the call fails. done runs on one of the channel's goroutines
+// (most often the reader of the peer's connection), never with a lock of
+// the channel held, so it may send again; it must not block. SendAsync
+// returns an error, and never runs done, when req cannot be queued at all:
+// it is not Carried, the channel is closed, or the peer is known to lack
+// the channel (ErrHeartbeatsUnsupported).
+func (h *Heartbeats) SendAsync(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, done func(error)) error {
+	c := &hbCall{cb: done, respTo: resp}
+	if err := h.queueCall(c, partition, address, req); err != nil {
+		return err
+	}
+	return nil
+}
+
+// queueCall queues c, carrying req, on the peer at address.
+func (h *Heartbeats) queueCall(c *hbCall, partition uint32, address string, req *raft.AppendEntriesRequest) error {
 	if !Carried(req) {
 		return errors.New("transport: Heartbeats.Send given an AppendEntries without a term or with entries over the channel's limits (see Carried)")
 	}
 	if len(req.ID) > maxFieldLen || len(req.Addr) > maxFieldLen || len(req.Leader) > maxFieldLen {
 		return fmt.Errorf("%w: server id or address over %d bytes", ErrHeartbeatsUnsupported, maxFieldLen)
 	}
-	c := &hbCall{
-		req:  hbRequest{partition: partition, req: *req},
-		done: make(chan error, 1),
-	}
+	c.req = hbRequest{partition: partition, req: *req}
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -256,20 +288,9 @@ func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntr
 			return err
 		}
 		if c.queued {
-			break
+			return nil
 		}
 		// p was retiring; the next round finds or makes a new one.
-	}
-	select {
-	case err := <-c.done:
-		if err != nil {
-			return err
-		}
-		*resp = c.resp
-		return nil
-	case <-cancel:
-		// The call stays queued or in flight; its answer, if any, is dropped.
-		return fmt.Errorf("%w: heartbeat to %s cancelled", ErrClosed, address)
 	}
 }
 
@@ -585,7 +606,25 @@ type hbCall struct {
 	at     time.Time // when it was queued
 	due    time.Time // when it has lingered enough (see linger)
 	resp   raft.AppendEntriesResponse
-	done   chan error // receives exactly one value
+	done   chan error // Send: receives exactly one value
+
+	// SendAsync: cb runs once instead, after the answer is copied to respTo.
+	cb     func(error)
+	respTo *raft.AppendEntriesResponse
+	err    error // for a cb run after the peer's lock is released
+}
+
+// finish completes c with err: it wakes the waiting Send, or runs the
+// callback of a SendAsync. Call it without the peer's lock held.
+func (c *hbCall) finish(err error) {
+	if c.cb == nil {
+		c.done <- err
+		return
+	}
+	if err == nil {
+		*c.respTo = c.resp
+	}
+	c.cb(err)
 }
 
 // hbPeer is the sending side towards one node: a queue, one connection, a
@@ -783,7 +822,7 @@ func (p *hbPeer) send(batch []*hbCall, buf []byte) []byte {
 	hc, err := p.connect()
 	if err != nil {
 		for _, c := range batch {
-			c.done <- err
+			c.finish(err)
 		}
 		return buf
 	}
@@ -794,7 +833,7 @@ func (p *hbPeer) send(batch []*hbCall, buf []byte) []byte {
 		p.mu.Unlock()
 		err := fmt.Errorf("transport: heartbeats to %s: connection lost", p.addr)
 		for _, c := range batch {
-			c.done <- err
+			c.finish(err)
 		}
 		return buf
 	}
@@ -861,6 +900,7 @@ func (p *hbPeer) read(hc *hbConn) {
 		resps []hbResponse
 		body  []byte
 		err   error
+		async []*hbCall // SendAsync calls answered by this frame
 	)
 	for {
 		body, buf, err = readFrameOf(br, frameResponses, buf)
@@ -885,17 +925,27 @@ func (p *hbPeer) read(hc *hbConn) {
 				continue // timed out already
 			}
 			delete(hc.pending, r.call)
+			c.err = nil
 			if r.err != "" {
-				c.done <- fmt.Errorf("transport: heartbeat to %s refused: %s", p.addr, r.err)
+				c.err = fmt.Errorf("transport: heartbeat to %s refused: %s", p.addr, r.err)
+			} else {
+				c.resp = r.resp
+				if IsHeartbeat(&c.req.req) && p.quiet[c.req.partition] != r.resp.Quiescent {
+					p.quiet[c.req.partition] = r.resp.Quiescent
+				}
+			}
+			if c.cb != nil {
+				async = append(async, c) // run once the lock is released
 				continue
 			}
-			c.resp = r.resp
-			if IsHeartbeat(&c.req.req) && p.quiet[c.req.partition] != r.resp.Quiescent {
-				p.quiet[c.req.partition] = r.resp.Quiescent
-			}
-			c.done <- nil
+			c.done <- c.err
 		}
 		p.mu.Unlock()
+		for i, c := range async {
+			c.finish(c.err)
+			async[i] = nil
+		}
+		async = async[:0]
 	}
 }
 
@@ -919,7 +969,7 @@ func (p *hbPeer) drop(hc *hbConn, err error) {
 	p.mu.Unlock()
 	_ = hc.c.Close()
 	for _, c := range pending {
-		c.done <- err
+		c.finish(err)
 	}
 }
 
@@ -955,7 +1005,7 @@ func (p *hbPeer) expire() {
 	}
 	p.mu.Unlock()
 	for _, c := range late {
-		c.done <- err
+		c.finish(err)
 	}
 	if stuck {
 		p.drop(hc, err)
@@ -992,7 +1042,7 @@ func (p *hbPeer) shutdown(err error) {
 	hc := p.conn
 	p.mu.Unlock()
 	for _, c := range queue {
-		c.done <- err
+		c.finish(err)
 	}
 	if hc != nil {
 		p.drop(hc, err)

@@ -542,6 +542,7 @@ func (r *Raft) runLeader() {
 
 		// Stop replication
 		for _, p := range r.leaderState.replState {
+			p.stopped.Store(true) // RingKV: ends the fast path (fastpath.go)
 			close(p.stopCh)
 		}
 
@@ -638,6 +639,7 @@ func (r *Raft) startStopReplication() {
 				notifyCh:            make(chan struct{}, 1),
 				stepDown:            r.leaderState.stepDown,
 				quiescence:          newQuiescence(),
+				fastPath:            newFastPath(),
 			}
 
 			r.leaderState.replState[server.ID] = s
@@ -666,6 +668,7 @@ func (r *Raft) startStopReplication() {
 		}
 		// Replicate up to lastIdx and stop
 		r.logger.Info("removed peer, stopping replication", "peer", serverID, "last-index", lastIdx)
+		repl.stopped.Store(true) // RingKV: ends the fast path (fastpath.go)
 		repl.stopCh <- lastIdx
 		close(repl.stopCh)
 		delete(r.leaderState.replState, serverID)
@@ -1343,7 +1346,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 		cache.stage(logs)
 		r.setLastLog(lastIndex, term)
 		for _, f := range r.leaderState.replState {
-			asyncNotifyCh(f.triggerCh)
+			r.replicateNew(f) // RingKV: the fast path (fastpath.go)
 		}
 	}
 
@@ -1377,7 +1380,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 
 	// Notify the replicators of the new log
 	for _, f := range r.leaderState.replState {
-		asyncNotifyCh(f.triggerCh)
+		r.replicateNew(f) // RingKV: the fast path (fastpath.go)
 	}
 }
 

@@ -97,6 +97,9 @@ type followerReplication struct {
 	// quiescence is RingKV's idle-group state for this follower (quiesce.go).
 	quiescence
 
+	// fastPath is RingKV's state for the leader's fast path (fastpath.go).
+	fastPath
+
 	// allowPipeline is used to determine when to pipeline the AppendEntries RPCs.
 	// It is private to this replication goroutine.
 	allowPipeline bool
@@ -153,33 +156,49 @@ func (r *Raft) replicate(s *followerReplication) {
 RPC:
 	shouldStop := false
 	for !shouldStop {
+		tick := r.commitTick(s)
+		s.tickArmed.Store(tick != nil)
 		select {
 		case maxIndex := <-s.stopCh:
 			// Make a best effort to replicate up to this index
 			if maxIndex > 0 {
+				s.acquire() // RingKV: after a fast append in flight (fastpath.go)
 				r.replicateTo(s, maxIndex)
+				s.release()
 			}
 			return
 		case deferErr := <-s.triggerDeferErrorCh:
+			s.acquire()
 			lastLogIdx, _ := r.getLastLog()
 			shouldStop = r.replicateTo(s, lastLogIdx)
+			s.replicated(shouldStop)
 			if !shouldStop {
 				deferErr.respond(nil)
 			} else {
 				deferErr.respond(fmt.Errorf("replication failed"))
 			}
 		case <-s.triggerCh:
+			if !s.tryAcquire() {
+				continue // a fast append is in flight; its answer sends what is new
+			}
 			lastLogIdx, _ := r.getLastLog()
 			shouldStop = r.replicateTo(s, lastLogIdx)
+			s.replicated(shouldStop)
 		// This is _not_ our heartbeat mechanism but is to ensure
 		// followers quickly learn the leader's commit index when
 		// raft commits stop flowing naturally. The actual heartbeats
 		// can't do this to keep them unblocked by disk IO on the
 		// follower. See https://github.com/hashicorp/raft/issues/282.
 		// (RingKV: not armed once the follower knows everything; quiesce.go.)
-		case <-r.commitTick(s):
+		case <-s.rearm:
+			continue // a fast append: arm the commit-index refresh (fastpath.go)
+		case <-tick:
+			if !s.tryAcquire() {
+				continue // the fast append in flight carries the commit index
+			}
 			lastLogIdx, _ := r.getLastLog()
 			shouldStop = r.replicateTo(s, lastLogIdx)
+			s.replicated(shouldStop)
 		}
 
 		// If things looks healthy, switch to pipeline mode
@@ -482,6 +501,10 @@ func (r *Raft) pipelineReplicate(s *followerReplication) error {
 		return err
 	}
 	defer func() { _ = pipeline.Close() }()
+	// RingKV: the pipeline is the only sender while it runs (fastpath.go).
+	s.ok.Store(false)
+	s.acquire()
+	defer s.release()
 
 	// Log start and stop of pipeline
 	r.logger.Info("pipelining replication", "peer", peer)

@@ -48,6 +48,8 @@ type gatedNode struct {
 	raft  *Raft
 	store *InmemStore
 	gate  *gateStore
+	fsm   *MockFSM
+	trans Transport
 }
 
 // gatedCluster starts three bootstrapped nodes whose log stores are gates
@@ -64,6 +66,13 @@ func gatedClusterOf(t *testing.T, voters, spare int) []*gatedNode {
 // gatedClusterConf is gatedClusterOf with each node's config passed through
 // tune (when not nil) before the node starts.
 func gatedClusterConf(t *testing.T, voters, spare int, tune func(*Config)) []*gatedNode {
+	t.Helper()
+	return gatedClusterWith(t, voters, spare, tune, nil)
+}
+
+// gatedClusterWith is gatedClusterConf with each node's transport passed
+// through wrap (when not nil) before its Raft starts on it.
+func gatedClusterWith(t *testing.T, voters, spare int, tune func(*Config), wrap func(*InmemTransport) Transport) []*gatedNode {
 	t.Helper()
 	var (
 		nodes  []*gatedNode
@@ -102,11 +111,16 @@ func gatedClusterConf(t *testing.T, voters, spare int, tune func(*Config)) []*ga
 				t.Fatal(err)
 			}
 		}
-		r, err := NewRaft(conf, &MockFSM{}, logs, store, snaps, tr)
+		var rt Transport = tr
+		if wrap != nil {
+			rt = wrap(tr)
+		}
+		fsm := &MockFSM{}
+		r, err := NewRaft(conf, fsm, logs, store, snaps, rt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		nodes = append(nodes, &gatedNode{raft: r, store: store, gate: gate})
+		nodes = append(nodes, &gatedNode{raft: r, store: store, gate: gate, fsm: fsm, trans: rt})
 	}
 	t.Cleanup(func() {
 		for _, n := range nodes {

@@ -98,6 +98,22 @@ type WithClose interface {
 	Close() error
 }
 
+// WithAsyncAppend is an interface that a transport may provide (RingKV, the
+// twelfth patch, fastpath.go) to send an AppendEntries without a goroutine
+// waiting for its answer: the leader's main loop sends a caught-up
+// follower's new entries itself, and the answer is handled where it
+// arrives, instead of waking the follower's replication goroutine once to
+// send and once for the answer.
+type WithAsyncAppend interface {
+	// AppendEntriesAsync sends args to the target and returns at once. When
+	// it returns true, done runs exactly once, with resp filled in (nil) or
+	// with the reason the request failed, on a goroutine of the
+	// transport's that holds none of its locks; done may send again and must
+	// not block. When it returns false the request was not sent (the
+	// transport cannot send this one without waiting) and done never runs.
+	AppendEntriesAsync(id ServerID, target ServerAddress, args *AppendEntriesRequest, resp *AppendEntriesResponse, done func(error)) bool
+}
+
 // LoopbackTransport is an interface that provides a loopback transport suitable for testing
 // e.g. InmemTransport. It's there so we don't have to rewrite tests.
 type LoopbackTransport interface {
