@@ -252,17 +252,13 @@ func (h *Heartbeats) Send(partition uint32, address string, req *raft.AppendEntr
 // it is not Carried, the channel is closed, or the peer is known to lack
 // the channel (ErrHeartbeatsUnsupported).
 func (h *Heartbeats) SendAsync(partition uint32, address string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, done func(error)) error {
-	c := &hbCall{cb: done, respTo: resp}
-	if err := h.queueCall(c, partition, address, req); err != nil {
-		return err
-	}
-	return nil
+	return h.queueCall(&hbCall{cb: done, respTo: resp}, partition, address, req)
 }
 
 // queueCall queues c, carrying req, on the peer at address.
 func (h *Heartbeats) queueCall(c *hbCall, partition uint32, address string, req *raft.AppendEntriesRequest) error {
 	if !Carried(req) {
-		return errors.New("transport: Heartbeats.Send given an AppendEntries without a term or with entries over the channel's limits (see Carried)")
+		return errors.New("transport: Heartbeats.Send or SendAsync given an AppendEntries without a term or with entries over the channel's limits (see Carried)")
 	}
 	if len(req.ID) > maxFieldLen || len(req.Addr) > maxFieldLen || len(req.Leader) > maxFieldLen {
 		return fmt.Errorf("%w: server id or address over %d bytes", ErrHeartbeatsUnsupported, maxFieldLen)

@@ -79,6 +79,14 @@ func (s *followerReplication) replicated(shouldStop bool) {
 	s.release()
 }
 
+// handBack closes the fast path to s after a failed or refused append and
+// gives its replication goroutine the token and the work.
+func (s *followerReplication) handBack() {
+	s.ok.Store(false)
+	s.release()
+	asyncNotifyCh(s.triggerCh)
+}
+
 // fastResult is what sendFast did.
 type fastResult int
 
@@ -143,10 +151,7 @@ func (r *Raft) sendFast(t WithAsyncAppend, s *followerReplication) fastResult {
 // back. It runs on the transport's goroutine, holding the token.
 func (r *Raft) fastAnswered(t WithAsyncAppend, s *followerReplication, req *AppendEntriesRequest, resp *AppendEntriesResponse, sent uint64, err error) {
 	if err != nil {
-		// The replication goroutine retries, with its backoff and logging.
-		s.ok.Store(false)
-		s.release()
-		asyncNotifyCh(s.triggerCh)
+		s.handBack() // it retries, with its backoff and logging
 		return
 	}
 	if resp.Term > req.Term {
@@ -161,9 +166,7 @@ func (r *Raft) fastAnswered(t WithAsyncAppend, s *followerReplication, req *Appe
 		// goroutine find where the logs agree.
 		s.forgetCommitKnown()
 		atomic.StoreUint64(&s.nextIndex, max(min(atomic.LoadUint64(&s.nextIndex)-1, resp.LastLog+1), 1))
-		s.ok.Store(false)
-		s.release()
-		asyncNotifyCh(s.triggerCh)
+		s.handBack()
 		return
 	}
 	updateLastAppended(s, req, sent)
