@@ -31,6 +31,15 @@ import "sync/atomic"
 // raises a follower's match index to the last entry of the request it
 // answers (commitment.match never lowers it), whichever goroutine sent it.
 
+// fastPathHooks lets tests stop the fast path at the two points of its
+// hardest race (ringkv_fastpath_test.go); nil outside tests.
+type fastPathHooks struct {
+	nothingToSend  func(*followerReplication) // fastAnswered found nothing new, still holding the token
+	triggerSkipped func(*followerReplication) // the replication goroutine skipped a trigger: the token was held
+}
+
+var fastPathTestHooks atomic.Pointer[fastPathHooks]
+
 // fastPath is a follower's state for the fast path.
 type fastPath struct {
 	// token is the right to send this follower an append with entries:
@@ -184,6 +193,9 @@ func (r *Raft) fastAnswered(t WithAsyncAppend, s *followerReplication, req *Appe
 		// Nothing to send. An entry appended after that look found the
 		// token held and was left to this goroutine: look again once the
 		// token is back.
+		if h := fastPathTestHooks.Load(); h != nil && h.nothingToSend != nil {
+			h.nothingToSend(s)
+		}
 		s.release()
 		if s.stopped.Load() || atomic.LoadUint64(&s.nextIndex) > r.getLastIndex() || !s.tryAcquire() {
 			break

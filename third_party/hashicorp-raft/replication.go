@@ -179,6 +179,9 @@ RPC:
 			}
 		case <-s.triggerCh:
 			if !s.tryAcquire() {
+				if h := fastPathTestHooks.Load(); h != nil && h.triggerSkipped != nil {
+					h.triggerSkipped(s)
+				}
 				continue // a fast append is in flight; its answer sends what is new
 			}
 			lastLogIdx, _ := r.getLastLog()

@@ -213,3 +213,87 @@ func TestRingKVFastPathFollowersLearnTheCommit(t *testing.T) {
 		}
 	}
 }
+
+// The fast path's hardest race: an entry is appended while a fast append's
+// answer holds the token and has just found nothing new to send. The main
+// loop cannot take the token, so it triggers the replication goroutine,
+// which cannot take it either and skips the trigger. Only the answer's last
+// look, after it gives the token back, can then send the entry; with
+// CommitTimeout an hour and no later write, nothing else would. The hooks
+// hold the answer at that point until the goroutine has skipped.
+func TestRingKVFastPathLastLookSendsWhatArrivedMeanwhile(t *testing.T) {
+	nodes, _ := asyncCluster(t, func(c *Config) { c.CommitTimeout = time.Hour })
+	leader := leaderOf(t, nodes)
+	waitFor(t, "the fast path to open to both followers, with nothing in flight", func() bool {
+		for _, s := range leader.raft.leaderState.replState {
+			if !s.ok.Load() || len(s.token) > 0 || atomic.LoadUint64(&s.nextIndex) <= leader.raft.LastIndex() {
+				return false
+			}
+		}
+		return true
+	})
+
+	var (
+		target  atomic.Pointer[followerReplication]
+		holding = make(chan *followerReplication, 1)
+		goOn    = make(chan struct{})
+		skipped = make(chan struct{}, 1)
+	)
+	fastPathTestHooks.Store(&fastPathHooks{
+		nothingToSend: func(s *followerReplication) {
+			if !target.CompareAndSwap(nil, s) {
+				return // only the first answer to find nothing is held
+			}
+			holding <- s
+			select {
+			case <-goOn:
+			case <-time.After(10 * time.Second):
+			}
+		},
+		triggerSkipped: func(s *followerReplication) {
+			if target.Load() == s {
+				select {
+				case skipped <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
+	t.Cleanup(func() { fastPathTestHooks.Store(nil) })
+
+	first := leader.raft.Apply([]byte("first"), 5*time.Second)
+	var s *followerReplication
+	select {
+	case s = <-holding:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no fast append's answer found nothing new to send within 5 s")
+	}
+	second := leader.raft.Apply([]byte("second"), 5*time.Second)
+	select {
+	case <-skipped:
+	case <-time.After(5 * time.Second):
+		close(goOn)
+		t.Fatal("the held follower's replication goroutine did not skip the second write's trigger within 5 s")
+	}
+	close(goOn)
+	for _, f := range []ApplyFuture{first, second} {
+		if err := f.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := second.Index()
+	s.peerLock.RLock()
+	id := s.peer.ID
+	s.peerLock.RUnlock()
+	for _, n := range nodes {
+		if n.raft.localID != id {
+			continue
+		}
+		waitFor(t, fmt.Sprintf("follower %s, held at the race, to store the second write (index %d)", id, want), func() bool {
+			idx, err := n.store.LastIndex()
+			return err == nil && idx >= want
+		})
+		return
+	}
+	t.Fatalf("no node is follower %s", id)
+}
