@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -39,13 +40,7 @@ func sendCallback(t *testing.T, h *Heartbeats, pid uint32, addr string, req *raf
 
 func (c *asyncCall) wait(t *testing.T) error {
 	t.Helper()
-	select {
-	case err := <-c.errCh:
-		return err
-	case <-time.After(waitLimit):
-		t.Fatalf("SendAsync's done did not run within %v", waitLimit)
-		return nil
-	}
+	return recvWithin(t, c.errCh, "SendAsync's done did not run")
 }
 
 // SendAsync delivers like Send: done runs once, with the follower's exact
@@ -91,13 +86,8 @@ func TestHeartbeatsSendAsync(t *testing.T) {
 	}
 	next(0)
 	for i := range chain {
-		select {
-		case err := <-results:
-			if err != nil {
-				t.Fatalf("send %d of the chain: %v", i, err)
-			}
-		case <-time.After(waitLimit):
-			t.Fatalf("the chain of sends from done stopped after %d of %d", i, chain)
+		if err := recvWithin(t, results, fmt.Sprintf("the chain of sends from done stopped after %d of %d", i, chain)); err != nil {
+			t.Fatalf("send %d of the chain: %v", i, err)
 		}
 	}
 

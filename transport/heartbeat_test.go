@@ -169,13 +169,7 @@ func (g *gate) hold(pid uint32) {
 // waitEntered returns the partition of the next heartbeat the gate holds.
 func (g *gate) waitEntered(t *testing.T) uint32 {
 	t.Helper()
-	select {
-	case pid := <-g.entered:
-		return pid
-	case <-time.After(waitLimit):
-		t.Fatalf("no heartbeat reached the handler within %v", waitLimit)
-		return 0
-	}
+	return recvWithin(t, g.entered, "no heartbeat reached the handler")
 }
 
 // follower plays raft.Raft for its partitions: a heartbeat handler that
@@ -1284,13 +1278,7 @@ func (l *holdingLoop) release() { l.once.Do(func() { close(l.open) }) }
 
 func (l *holdingLoop) waitTaken(t *testing.T) raft.AppendEntriesRequest {
 	t.Helper()
-	select {
-	case req := <-l.taken:
-		return req
-	case <-time.After(waitLimit):
-		t.Fatalf("the main loop was given no request within %v", waitLimit)
-		return raft.AppendEntriesRequest{}
-	}
+	return recvWithin(t, l.taken, "the main loop was given no request")
 }
 
 // newFollower is a follower for handlers registered by hand.

@@ -80,12 +80,20 @@ func acceptAsync(l *Layer) <-chan acceptResult {
 
 func waitAccept(t testing.TB, ch <-chan acceptResult) acceptResult {
 	t.Helper()
+	return recvWithin(t, ch, "Accept did not return")
+}
+
+// recvWithin receives from ch, or fails the test with "<what> within
+// waitLimit".
+func recvWithin[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
 	select {
-	case r := <-ch:
-		return r
+	case v := <-ch:
+		return v
 	case <-time.After(waitLimit):
-		t.Fatalf("Accept did not return within %v", waitLimit)
-		return acceptResult{}
+		t.Fatalf("%s within %v", what, waitLimit)
+		var zero T
+		return zero
 	}
 }
 
